@@ -1,5 +1,42 @@
-"""pydp_r: differentially private deep learning for Keras 3 (TensorFlow backend)."""
+"""pydp_r: differentially private deep learning for Keras 3 (TensorFlow backend).
+
+Swap the optimizer to train privately::
+
+    model.compile(optimizer=pydp_r.DPAdam(l2_norm_clip=1.0, noise_multiplier=1.1), loss="mse")
+"""
+
+from pydp_r import train_step as _train_step
+from pydp_r.batch_norm import replace_batch_norm
+from pydp_r.optimizers import (
+    DPSGD,
+    DPAdagrad,
+    DPAdam,
+    DPKerasAdagradOptimizer,
+    DPKerasAdamOptimizer,
+    DPKerasRMSpropOptimizer,
+    DPKerasSGDOptimizer,
+    DPOptimizerMixin,
+    DPRMSprop,
+    NoPrivacyWarning,
+    make_dp_optimizer_class,
+)
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+_train_step.install()
+
+__all__ = [
+    "DPAdagrad",
+    "DPAdam",
+    "DPKerasAdagradOptimizer",
+    "DPKerasAdamOptimizer",
+    "DPKerasRMSpropOptimizer",
+    "DPKerasSGDOptimizer",
+    "DPOptimizerMixin",
+    "DPRMSprop",
+    "DPSGD",
+    "NoPrivacyWarning",
+    "__version__",
+    "make_dp_optimizer_class",
+    "replace_batch_norm",
+]

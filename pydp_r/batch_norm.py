@@ -1,0 +1,127 @@
+"""Refuse BatchNormalization under DP training, and replace it with per-example normalization.
+
+BatchNormalization normalizes each example with statistics of the whole batch and updates its
+moving averages from them, so one example's data reaches every other example's gradient and the
+non-private moving statistics: the per-example clipping bound no longer holds. Group and layer
+normalization compute their statistics within one example, so they are safe.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import keras
+from keras.src.models.functional import Functional
+
+
+def _trainable_batch_norm_layers(model: keras.Model) -> list[keras.layers.Layer]:
+    return [
+        layer
+        for layer in model._flatten_layers(include_self=False, recursive=True)
+        if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable
+    ]
+
+
+def check_no_batch_norm(model: keras.Model) -> None:
+    """Raise if `model` has a BatchNormalization layer in training mode.
+
+    A BatchNormalization layer with `trainable=False` runs in inference mode in Keras 3 (fixed
+    statistics, no updates), which is per-example, so it is allowed.
+
+    Raises:
+        ValueError: Naming every offending layer and the fix.
+    """
+    offending = _trainable_batch_norm_layers(model)
+    if offending:
+        names = ", ".join(f"'{layer.name}'" for layer in offending)
+        raise ValueError(
+            f"Model '{model.name}' has BatchNormalization layer(s) {names}, which mix examples "
+            "within a batch and break the per-example clipping bound of DP training. Replace them "
+            "with `model = pydp_r.replace_batch_norm(model)` (GroupNormalization, or "
+            "LayerNormalization with replacement='layer'), or freeze them with trainable=False."
+        )
+
+
+def _largest_divisor_at_most(number: int, limit: int) -> int:
+    return max(d for d in range(1, min(number, limit) + 1) if number % d == 0)
+
+
+def _normalization_for(
+    layer: keras.layers.BatchNormalization, replacement: str, max_groups: int
+) -> keras.layers.Layer:
+    config = layer.get_config()
+    common = {
+        "axis": config["axis"],
+        "epsilon": config["epsilon"],
+        "center": config["center"],
+        "scale": config["scale"],
+        "name": layer.name,
+    }
+    if replacement == "layer":
+        return keras.layers.LayerNormalization(**common)
+    if not layer.built:
+        raise ValueError(
+            f"replace_batch_norm needs built layers to count channels; layer '{layer.name}' is not "
+            "built. Build the model first (give it an Input or call model.build(input_shape))."
+        )
+    channels = int(layer.gamma.shape[0] if layer.scale else layer.beta.shape[0])
+    groups = _largest_divisor_at_most(channels, max_groups)
+    return keras.layers.GroupNormalization(groups=groups, **common)
+
+
+def replace_batch_norm(
+    model: keras.Model,
+    replacement: Literal["group", "layer"] = "group",
+    max_groups: int = 32,
+) -> keras.Model:
+    """Copy of a Sequential or functional `model` with BatchNormalization replaced for DP training.
+
+    Like Opacus' `ModuleValidator.fix`: each BatchNormalization becomes a GroupNormalization
+    with the largest number of groups <= `max_groups` that divides its channel count (or a
+    LayerNormalization), keeping its name, axis and epsilon. Every other layer keeps its
+    weights; the new normalization layers start at identity (scale 1, offset 0). The result is
+    not compiled.
+
+    Args:
+        model: A built Sequential or functional Keras model.
+        replacement: "group" (GroupNormalization, as Opacus does) or "layer" (LayerNormalization).
+        max_groups: Upper bound on the number of groups, >= 1.
+
+    Returns:
+        A new model; `model` itself is unchanged.
+
+    Raises:
+        ValueError: For an unknown `replacement`, `max_groups` < 1, a subclassed model, or an
+            unbuilt BatchNormalization layer.
+    """
+    if replacement not in ("group", "layer"):
+        raise ValueError(f"replacement must be 'group' or 'layer'; received {replacement!r}.")
+    if isinstance(max_groups, bool) or not isinstance(max_groups, int) or max_groups < 1:
+        raise ValueError(f"max_groups must be an integer >= 1; received {max_groups!r}.")
+    if not isinstance(model, (keras.Sequential, Functional)):
+        raise ValueError(
+            "replace_batch_norm supports Sequential and functional models; received a "
+            f"{type(model).__name__}. For a subclassed model, use keras.layers.GroupNormalization "
+            "in its definition instead of BatchNormalization."
+        )
+
+    def clone_layer(layer: keras.layers.Layer) -> keras.layers.Layer:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            return _normalization_for(layer, replacement, max_groups)
+        return layer.__class__.from_config(layer.get_config())
+
+    clone = keras.models.clone_model(model, clone_function=clone_layer, recursive=True)
+    originals = {
+        layer.name: layer for layer in model._flatten_layers(include_self=False, recursive=True)
+    }
+    for new_layer in clone._flatten_layers(include_self=False, recursive=True):
+        old_layer = originals.get(new_layer.name)
+        if (
+            old_layer is None
+            or isinstance(old_layer, keras.layers.BatchNormalization)
+            or isinstance(new_layer, keras.Model)
+            or not old_layer.weights
+        ):
+            continue
+        new_layer.set_weights(old_layer.get_weights())
+    return clone

@@ -1,0 +1,126 @@
+"""Per-example (or per-microbatch) gradient clipping, vectorized over the batch.
+
+The core of DP-SGD: every example's gradient of its own loss is clipped to an L2 norm bound
+over all variables together, then the clipped gradients are summed. Here the per-example
+gradients are computed with `tf.vectorized_map`, one batch-of-one (or one microbatch) per
+vectorized lane, so no example can influence another's gradient even through layers that
+mix examples within a batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import tensorflow as tf
+
+# Added to a norm before dividing by it, so that an all-zero gradient gets factor 1, not NaN.
+_NORM_EPSILON = 1e-12
+
+
+def clip_factors(squared_norms: tf.Tensor, l2_norm_clip: float) -> tf.Tensor:
+    """Per-example scale factors `min(1, l2_norm_clip / norm)`.
+
+    Args:
+        squared_norms: Squared L2 norms of the per-example gradients, shape `(num_units,)`.
+        l2_norm_clip: Clipping bound C, > 0.
+
+    Returns:
+        Factors in (0, 1], shape `(num_units,)`; a gradient of norm <= C is left unchanged.
+    """
+    norms = tf.sqrt(tf.maximum(squared_norms, 0.0))
+    clip = tf.cast(l2_norm_clip, norms.dtype)
+    return tf.minimum(tf.ones_like(norms), clip / (norms + _NORM_EPSILON))
+
+
+def split_into_microbatches(tensors: Any, num_microbatches: int | None) -> tuple[Any, tf.Tensor]:
+    """Reshape each tensor of a nested structure from `(batch, ...)` to `(units, batch/units, ...)`.
+
+    Args:
+        tensors: Nested structure of tensors sharing the leading batch dimension.
+        num_microbatches: Number of units; None means one unit per example.
+
+    Returns:
+        The reshaped structure and the number of units (a scalar int32 tensor).
+
+    Raises:
+        ValueError: When the batch size is static and `num_microbatches` does not divide it.
+    """
+    flat = tf.nest.flatten(tensors)
+    batch_size = tf.shape(flat[0])[0]
+    static_batch = flat[0].shape[0]
+    if num_microbatches is None:
+        num_units = batch_size
+    else:
+        if static_batch is not None and static_batch % num_microbatches != 0:
+            raise ValueError(
+                f"num_microbatches must divide the batch size; received num_microbatches="
+                f"{num_microbatches} for a batch of {static_batch}. Use a batch size that is a "
+                "multiple of num_microbatches (and `drop_remainder=True` in tf.data)."
+            )
+        num_units = tf.constant(num_microbatches, tf.int32)
+        tf.debugging.assert_equal(
+            batch_size % num_units,
+            0,
+            message=f"num_microbatches={num_microbatches} must divide the batch size",
+        )
+
+    def reshape(tensor: tf.Tensor) -> tf.Tensor:
+        tensor = tf.convert_to_tensor(tensor)
+        unit_shape = tf.concat([[num_units, batch_size // num_units], tf.shape(tensor)[1:]], 0)
+        return tf.reshape(tensor, unit_shape)
+
+    return tf.nest.map_structure(reshape, tensors), num_units
+
+
+def merge_microbatches(tensors: Any) -> Any:
+    """Inverse of `split_into_microbatches`: `(units, per_unit, ...)` back to `(batch, ...)`."""
+
+    def merge(tensor: tf.Tensor) -> tf.Tensor:
+        return tf.reshape(tensor, tf.concat([[-1], tf.shape(tensor)[2:]], 0))
+
+    return tf.nest.map_structure(merge, tensors)
+
+
+def clipped_gradient_sum(
+    loss_fn: Callable[[Any], tuple[tf.Tensor, Any]],
+    inputs: Any,
+    variables: Sequence[tf.Variable],
+    l2_norm_clip: float,
+    num_microbatches: int | None = None,
+) -> tuple[list[tf.Tensor | None], tf.Tensor, Any, tf.Tensor]:
+    """Sum over units (examples or microbatches) of each unit's gradient clipped to `l2_norm_clip`.
+
+    Args:
+        loss_fn: Maps one unit (the structure of `inputs` with a leading dimension of
+            batch/units) to `(mean loss of that unit, auxiliary outputs)`.
+        inputs: Nested structure of tensors with a common leading batch dimension.
+        variables: Variables to differentiate with respect to.
+        l2_norm_clip: Clipping bound C, > 0, applied to the global L2 norm of each unit's
+            gradient over all `variables` together.
+        num_microbatches: None for one unit per example, else the number of units, which must
+            divide the batch size.
+
+    Returns:
+        `(gradient_sums, unit_losses, aux, num_units)`: one summed clipped gradient per variable
+        (zeros for a variable the loss does not depend on), the loss of every unit (shape
+        `(units,)`), the auxiliary outputs merged back to batch order, and the number of units.
+    """
+    units, num_units = split_into_microbatches(inputs, num_microbatches)
+
+    def unit_gradient(unit: Any) -> tuple[list[tf.Tensor], tf.Tensor, Any]:
+        with tf.GradientTape() as tape:
+            loss, aux = loss_fn(unit)
+        gradients = tape.gradient(loss, variables, unconnected_gradients="zero")
+        return gradients, loss, aux
+
+    per_unit_gradients, unit_losses, aux = tf.vectorized_map(unit_gradient, units)
+    squared_norms = tf.add_n(
+        [
+            tf.reduce_sum(tf.square(tf.cast(tf.reshape(g, [num_units, -1]), tf.float32)), axis=1)
+            for g in per_unit_gradients
+        ]
+    )
+    factors = clip_factors(squared_norms, l2_norm_clip)
+    gradient_sums = [tf.tensordot(tf.cast(factors, g.dtype), g, axes=1) for g in per_unit_gradients]
+    return gradient_sums, unit_losses, merge_microbatches(aux), num_units

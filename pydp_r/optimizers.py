@@ -1,0 +1,225 @@
+"""DP-SGD versions of Keras 3 optimizers: clip per-example gradients, add Gaussian noise, then step.
+
+A DP optimizer replaces the one in `model.compile(optimizer=...)`; nothing else changes. Keras 3's
+trainer hands an optimizer only the batch's aggregated gradient, which carries no per-example bound,
+so `pydp_r` routes `fit()`'s training step for models compiled with a DP optimizer through
+`pydp_r.train_step`, which computes per-example gradients and calls `compute_dp_gradients`.
+Aggregated gradients handed to a DP optimizer any other way are refused with an error.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from pydp_r import clipping
+
+
+class NoPrivacyWarning(UserWarning):
+    """Warned when a DP optimizer is built with `noise_multiplier=0`: it then gives no privacy."""
+
+
+_AGGREGATED_GRADIENTS_MESSAGE = (
+    "{name} received aggregated gradients through apply_gradients()/apply(). A DP optimizer "
+    "needs per-example gradients to clip; applying batch gradients would train without privacy. "
+    "Use model.fit() on a model that does not override train_step (pydp_r computes per-example "
+    "gradients there), or in a custom training loop call "
+    "`grads = optimizer.compute_dp_gradients(loss_fn, inputs, variables)` and then "
+    "`optimizer.apply_gradients(zip(grads, variables))`."
+)
+
+
+def _check_positive_finite(name: str, value: Any, allow_zero: bool) -> float:
+    bound = ">= 0" if allow_zero else "> 0"
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a finite number {bound}; received {value!r}.") from None
+    if not math.isfinite(number) or number < 0 or (number == 0 and not allow_zero):
+        raise ValueError(f"{name} must be a finite number {bound}; received {value!r}.")
+    return number
+
+
+def _check_optional_positive_int(name: str, value: Any, minimum: int) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not float(value).is_integer() or int(value) < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum} or None; received {value!r}.")
+    return int(value)
+
+
+class DPOptimizerMixin:
+    """Turns a Keras optimizer class into its DP-SGD version (mixed in before the Keras class).
+
+    Args:
+        l2_norm_clip: Clipping bound C, > 0: each example's (or microbatch's) gradient over all
+            trainable variables together is scaled to L2 norm at most C.
+        noise_multiplier: Ratio of the Gaussian noise std to C, >= 0. The noise added to the
+            clipped sum has std `noise_multiplier * l2_norm_clip`. 0 gives no privacy.
+        num_microbatches: None (default) clips every example separately; an integer k >= 1 that
+            divides the batch size clips the mean gradient of each of k equal microbatches.
+        gradient_accumulation_steps: Integer >= 1. Above 1, clipped gradients of that many
+            consecutive batches are accumulated and noise is added once per logical batch.
+        *args, **kwargs: Arguments of the wrapped Keras optimizer (`learning_rate`, ...).
+
+    Raises:
+        ValueError: For an argument outside its range.
+    """
+
+    def __init__(
+        self,
+        l2_norm_clip: float,
+        noise_multiplier: float,
+        num_microbatches: int | None = None,
+        gradient_accumulation_steps: int | None = 1,
+        *args: Any,
+        **kwargs: Any,
+    ) -> None:
+        l2_norm_clip = _check_positive_finite("l2_norm_clip", l2_norm_clip, allow_zero=False)
+        noise_multiplier = _check_positive_finite(
+            "noise_multiplier", noise_multiplier, allow_zero=True
+        )
+        num_microbatches = _check_optional_positive_int("num_microbatches", num_microbatches, 1)
+        accumulation = _check_optional_positive_int(
+            "gradient_accumulation_steps", gradient_accumulation_steps, 1
+        )
+        # Keras counts accumulation as None (off) or >= 2.
+        kwargs["gradient_accumulation_steps"] = None if accumulation in (None, 1) else accumulation
+        super().__init__(*args, **kwargs)
+        self.l2_norm_clip = l2_norm_clip
+        self.noise_multiplier = noise_multiplier
+        self.num_microbatches = num_microbatches
+        self._dp_gradients_pending = False
+        if noise_multiplier == 0:
+            warnings.warn(
+                f"{type(self).__name__} has noise_multiplier=0: gradients are clipped but no "
+                "noise is added, so training gives NO differential privacy.",
+                NoPrivacyWarning,
+                stacklevel=2,
+            )
+
+    @property
+    def noise_stddev(self) -> float:
+        """Std of the Gaussian noise added to the sum of clipped gradients (same units as C)."""
+        return self.noise_multiplier * self.l2_norm_clip
+
+    def compute_dp_gradients(
+        self,
+        loss_fn: Callable[[Any], tf.Tensor],
+        inputs: Any,
+        variables: Sequence[tf.Variable],
+    ) -> list[tf.Tensor]:
+        """Clipped, noised and averaged gradients for one batch, for custom training loops.
+
+        Args:
+            loss_fn: Maps a batch (the structure of `inputs`) to its mean loss, a scalar. It is
+                called on each example as a batch of one (or on each microbatch), vectorized.
+            inputs: Nested structure of tensors with a common leading batch dimension, e.g.
+                `(x, y)`.
+            variables: The variables to update, e.g. `model.trainable_variables`.
+
+        Returns:
+            One gradient per variable: the sum of per-example gradients clipped to
+            `l2_norm_clip`, plus Gaussian noise of std `noise_multiplier * l2_norm_clip`,
+            divided by the number of examples (microbatches). Pass them to `apply_gradients`.
+        """
+        gradients, _, _ = self._private_gradients(
+            lambda unit: (loss_fn(unit), ()), inputs, variables
+        )
+        return gradients
+
+    def _private_gradients(
+        self,
+        loss_fn: Callable[[Any], tuple[tf.Tensor, Any]],
+        inputs: Any,
+        variables: Sequence[tf.Variable],
+    ) -> tuple[list[tf.Tensor], tf.Tensor, Any]:
+        """`compute_dp_gradients` that also returns the per-unit losses and `loss_fn`'s aux."""
+        gradient_sums, unit_losses, aux, num_units = clipping.clipped_gradient_sum(
+            loss_fn, inputs, variables, self.l2_norm_clip, self.num_microbatches
+        )
+        noise_scale = tf.constant(self.noise_stddev, tf.float32)
+        if self.gradient_accumulation_steps:
+            # Keras averages the accumulated steps' gradients; noise joins only the step that
+            # completes a logical batch, so it is added once per logical batch.
+            is_update_step = (self._iterations + 1) % self.gradient_accumulation_steps == 0
+            noise_scale = noise_scale * tf.cast(is_update_step, tf.float32)
+        gradients = []
+        for gradient_sum in gradient_sums:
+            noise = tf.random.normal(tf.shape(gradient_sum), stddev=1.0, dtype=tf.float32)
+            noisy_sum = gradient_sum + tf.cast(noise * noise_scale, gradient_sum.dtype)
+            gradients.append(noisy_sum / tf.cast(num_units, gradient_sum.dtype))
+        self._dp_gradients_pending = True
+        return gradients, unit_losses, aux
+
+    def apply(self, grads: Sequence[Any], trainable_variables: Sequence[Any] | None = None) -> Any:
+        """Apply gradients returned by `compute_dp_gradients`; refuses any others."""
+        if not self._dp_gradients_pending:
+            raise RuntimeError(_AGGREGATED_GRADIENTS_MESSAGE.format(name=type(self).__name__))
+        self._dp_gradients_pending = False
+        return super().apply(grads, trainable_variables)
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update(
+            {
+                "l2_norm_clip": self.l2_norm_clip,
+                "noise_multiplier": self.noise_multiplier,
+                "num_microbatches": self.num_microbatches,
+            }
+        )
+        return config
+
+
+def make_dp_optimizer_class(keras_optimizer_class: type) -> type:
+    """Return the DP-SGD version of a Keras 3 optimizer class.
+
+    Args:
+        keras_optimizer_class: A subclass of `keras.optimizers.Optimizer`, e.g. `Lion`.
+
+    Returns:
+        A Keras-serializable class named `"DP" + keras_optimizer_class.__name__` whose constructor
+        takes `(l2_norm_clip, noise_multiplier, num_microbatches=None,
+        gradient_accumulation_steps=1, *args, **kwargs)`, the rest going to the wrapped class.
+
+    Raises:
+        ValueError: When the argument is not a Keras optimizer class, or is already a DP one.
+    """
+    if not (
+        isinstance(keras_optimizer_class, type)
+        and issubclass(keras_optimizer_class, keras.optimizers.Optimizer)
+    ):
+        raise ValueError(
+            "keras_optimizer_class must be a subclass of keras.optimizers.Optimizer; received "
+            f"{keras_optimizer_class!r}."
+        )
+    if issubclass(keras_optimizer_class, DPOptimizerMixin):
+        raise ValueError(f"keras_optimizer_class {keras_optimizer_class.__name__} is already DP.")
+    name = "DP" + keras_optimizer_class.__name__
+    dp_class = type(
+        name,
+        (DPOptimizerMixin, keras_optimizer_class),
+        {
+            "__doc__": f"DP-SGD version of `keras.optimizers.{keras_optimizer_class.__name__}`.\n\n"
+            + (DPOptimizerMixin.__doc__ or "").split("\n", 1)[1],
+            "__module__": __name__,
+        },
+    )
+    return keras.saving.register_keras_serializable(package="pydp_r", name=name)(dp_class)
+
+
+DPSGD = make_dp_optimizer_class(keras.optimizers.SGD)
+DPAdam = make_dp_optimizer_class(keras.optimizers.Adam)
+DPAdagrad = make_dp_optimizer_class(keras.optimizers.Adagrad)
+DPRMSprop = make_dp_optimizer_class(keras.optimizers.RMSprop)
+
+# TensorFlow Privacy's names, same argument order, for scripts migrating from it.
+DPKerasSGDOptimizer = DPSGD
+DPKerasAdamOptimizer = DPAdam
+DPKerasAdagradOptimizer = DPAdagrad
+DPKerasRMSpropOptimizer = DPRMSprop
