@@ -58,12 +58,14 @@ def dp_train_step(model: keras.Model, data: Any) -> dict[str, Any]:
     if sample_weight is not None:
         batch["sample_weight"] = sample_weight
 
+    def forward(inputs: Any) -> Any:
+        if model._call_has_training_arg:
+            return model(inputs, training=True)
+        return model(inputs)
+
     def unit_loss(unit: dict[str, Any]) -> tuple[tf.Tensor, Any]:
         unit_x = unit["x"]
-        if model._call_has_training_arg:
-            y_pred = model(unit_x, training=True)
-        else:
-            y_pred = model(unit_x)
+        y_pred = forward(unit_x)
         loss = model._compute_loss(
             x=unit_x,
             y=unit.get("y"),
@@ -73,10 +75,12 @@ def dp_train_step(model: keras.Model, data: Any) -> dict[str, Any]:
         )
         return loss_module.unscale_loss_for_distribution(loss), y_pred
 
+    if not model.trainable_weights:
+        forward(x)  # Subclassed models create their weights on the first call.
     trainable_weights = model.trainable_weights
     if not trainable_weights:
         warnings.warn("The model does not have any trainable weights.", stacklevel=2)
-        return model.compute_metrics(x, y, model(x, training=True), sample_weight=sample_weight)
+        return model.compute_metrics(x, y, forward(x), sample_weight=sample_weight)
 
     with _per_output_loss_metrics_paused(model):
         gradients, unit_losses, y_pred = optimizer._private_gradients(

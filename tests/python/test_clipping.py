@@ -1,0 +1,80 @@
+"""Per-example clipping: the clipped sum against closed forms on a linear loss."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pydp_r import clipping
+
+
+def test_clip_factors_leave_small_norms_and_scale_large_ones_to_the_bound():
+    squared_norms = tf.constant([0.0, 0.25, 1.0, 4.0, 100.0])
+    factors = clipping.clip_factors(squared_norms, l2_norm_clip=1.0).numpy()
+    np.testing.assert_allclose(factors, [1.0, 1.0, 1.0, 0.5, 0.1], rtol=1e-6)
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    clip=st.floats(min_value=0.05, max_value=20.0),
+    seed=st.integers(min_value=0, max_value=2**16),
+)
+def test_clipped_sum_of_linear_loss_equals_closed_form(clip, seed):
+    # loss_i = w . x_i has gradient x_i with respect to w, so the clipped sum is known exactly.
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(9, 5)).astype("float32") * rng.uniform(0.1, 10, size=(9, 1)).astype(
+        "float32"
+    )
+    w = tf.Variable(tf.zeros(5))
+    sums, losses, _, num_units = clipping.clipped_gradient_sum(
+        lambda unit: (tf.reduce_mean(tf.linalg.matvec(unit, w)), ()), tf.constant(x), [w], clip
+    )
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    expected = (x * np.minimum(1.0, clip / norms)).sum(axis=0)
+    np.testing.assert_allclose(sums[0].numpy(), expected, rtol=1e-4, atol=1e-5)
+    assert int(num_units) == 9
+    assert losses.shape == (9,)
+
+
+def test_every_unit_contributes_at_most_the_bound():
+    x = tf.constant(np.random.default_rng(0).normal(size=(6, 3)) * 50, tf.float32)
+    w = tf.Variable(tf.zeros(3))
+    sums, _, _, _ = clipping.clipped_gradient_sum(
+        lambda unit: (tf.reduce_mean(tf.linalg.matvec(unit, w)), ()), x[:1], [w], 0.7
+    )
+    assert np.linalg.norm(sums[0].numpy()) == pytest.approx(0.7, rel=1e-5)
+
+
+def test_microbatches_clip_the_mean_gradient_of_each_microbatch():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(8, 4)).astype("float32") * 5
+    w = tf.Variable(tf.zeros(4))
+    sums, losses, _, num_units = clipping.clipped_gradient_sum(
+        lambda unit: (tf.reduce_mean(tf.linalg.matvec(unit, w)), ()),
+        tf.constant(x),
+        [w],
+        1.0,
+        num_microbatches=2,
+    )
+    means = x.reshape(2, 4, 4).mean(axis=1)
+    expected = (means * np.minimum(1.0, 1.0 / np.linalg.norm(means, axis=1, keepdims=True))).sum(0)
+    np.testing.assert_allclose(sums[0].numpy(), expected, rtol=1e-5)
+    assert int(num_units) == 2 and losses.shape == (2,)
+
+
+def test_microbatches_that_do_not_divide_the_batch_are_refused():
+    w = tf.Variable(tf.zeros(2))
+    with pytest.raises(ValueError, match="num_microbatches"):
+        clipping.clipped_gradient_sum(
+            lambda unit: (tf.reduce_sum(unit * w), ()), tf.ones((5, 2)), [w], 1.0, 2
+        )
+
+
+def test_aux_outputs_come_back_in_batch_order():
+    x = tf.reshape(tf.range(12, dtype=tf.float32), (6, 2))
+    w = tf.Variable(tf.ones(2))
+    _, _, aux, _ = clipping.clipped_gradient_sum(
+        lambda unit: (tf.reduce_mean(tf.linalg.matvec(unit, w)), unit * 2.0), x, [w], 1.0, 3
+    )
+    np.testing.assert_allclose(aux.numpy(), x.numpy() * 2.0)
