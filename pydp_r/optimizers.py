@@ -128,21 +128,29 @@ class DPOptimizerMixin:
             `l2_norm_clip`, plus Gaussian noise of std `noise_multiplier * l2_norm_clip`,
             divided by the number of examples (microbatches). Pass them to `apply_gradients`.
         """
-        gradients, _, _ = self._private_gradients(
-            lambda unit: (loss_fn(unit), ()), inputs, variables
+        gradient_sums, _, _, num_units = clipping.clipped_gradient_sum(
+            lambda unit: (loss_fn(unit), ()),
+            inputs,
+            variables,
+            self.l2_norm_clip,
+            self.num_microbatches,
         )
-        return gradients
+        return self._noised_average(gradient_sums, num_units)
 
-    def _private_gradients(
-        self,
-        loss_fn: Callable[[Any], tuple[tf.Tensor, Any]],
-        inputs: Any,
-        variables: Sequence[tf.Variable],
-    ) -> tuple[list[tf.Tensor], tf.Tensor, Any]:
-        """`compute_dp_gradients` that also returns the per-unit losses and `loss_fn`'s aux."""
-        gradient_sums, unit_losses, aux, num_units = clipping.clipped_gradient_sum(
-            loss_fn, inputs, variables, self.l2_norm_clip, self.num_microbatches
-        )
+    def _noised_average(
+        self, clipped_gradient_sums: Sequence[tf.Tensor], num_units: tf.Tensor
+    ) -> list[tf.Tensor]:
+        """Add Gaussian noise of std `noise_multiplier * l2_norm_clip` to sums of clipped gradients
+        and divide by the number of units; the result may then be applied once.
+
+        Args:
+            clipped_gradient_sums: Per variable, the sum over units (examples or microbatches) of
+                gradients each clipped to `l2_norm_clip` in global L2 norm.
+            num_units: Number of units summed (a data-independent batch dimension).
+
+        Returns:
+            The private gradients, one per variable.
+        """
         noise_scale = tf.constant(self.noise_stddev, tf.float32)
         if self.gradient_accumulation_steps:
             # Keras averages the accumulated steps' gradients; noise joins only the step that
@@ -150,12 +158,12 @@ class DPOptimizerMixin:
             is_update_step = (self._iterations + 1) % self.gradient_accumulation_steps == 0
             noise_scale = noise_scale * tf.cast(is_update_step, tf.float32)
         gradients = []
-        for gradient_sum in gradient_sums:
+        for gradient_sum in clipped_gradient_sums:
             noise = tf.random.normal(tf.shape(gradient_sum), stddev=1.0, dtype=tf.float32)
             noisy_sum = gradient_sum + tf.cast(noise * noise_scale, gradient_sum.dtype)
             gradients.append(noisy_sum / tf.cast(num_units, gradient_sum.dtype))
         self._dp_gradients_pending = True
-        return gradients, unit_losses, aux
+        return gradients
 
     def apply(self, grads: Sequence[Any], trainable_variables: Sequence[Any] | None = None) -> Any:
         """Apply gradients returned by `compute_dp_gradients`; refuses any others."""

@@ -20,6 +20,7 @@ from keras.src.backend.tensorflow.trainer import TensorFlowTrainer
 from keras.src.losses import loss as loss_module
 from keras.src.trainers.data_adapters import data_adapter_utils
 
+from pydp_r import clipping, fast_clipping
 from pydp_r.batch_norm import check_no_batch_norm
 from pydp_r.optimizers import DPOptimizerMixin
 
@@ -47,33 +48,33 @@ def dp_train_step(model: keras.Model, data: Any) -> dict[str, Any]:
     Each example's loss (the model's compiled loss, sample weight and regularization included,
     computed on that example alone) is differentiated separately; the optimizer clips, sums,
     noises and averages these gradients, then updates the weights. Metrics and the loss tracker
-    are updated as in Keras' own step.
+    are updated as in Keras' own step. Models made of per-example layers take the fast path
+    (`pydp_r.fast_clipping`), all others the general vectorized one (`pydp_r.clipping`); both
+    compute the same clipped sum.
     """
     optimizer = model.optimizer
     check_no_batch_norm(model)
     x, y, sample_weight = data_adapter_utils.unpack_x_y_sample_weight(data)
-    batch = {"x": x}
+    targets = {}
     if y is not None:
-        batch["y"] = y
+        targets["y"] = y
     if sample_weight is not None:
-        batch["sample_weight"] = sample_weight
+        targets["sample_weight"] = sample_weight
 
     def forward(inputs: Any) -> Any:
         if model._call_has_training_arg:
             return model(inputs, training=True)
         return model(inputs)
 
-    def unit_loss(unit: dict[str, Any]) -> tuple[tf.Tensor, Any]:
-        unit_x = unit["x"]
-        y_pred = forward(unit_x)
+    def loss_of(unit_x: Any, unit_targets: dict[str, Any], y_pred: Any) -> tf.Tensor:
         loss = model._compute_loss(
             x=unit_x,
-            y=unit.get("y"),
+            y=unit_targets.get("y"),
             y_pred=y_pred,
-            sample_weight=unit.get("sample_weight"),
+            sample_weight=unit_targets.get("sample_weight"),
             training=True,
         )
-        return loss_module.unscale_loss_for_distribution(loss), y_pred
+        return loss_module.unscale_loss_for_distribution(loss)
 
     if not model.trainable_weights:
         forward(x)  # Subclassed models create their weights on the first call.
@@ -83,9 +84,34 @@ def dp_train_step(model: keras.Model, data: Any) -> dict[str, Any]:
         return model.compute_metrics(x, y, forward(x), sample_weight=sample_weight)
 
     with _per_output_loss_metrics_paused(model):
-        gradients, unit_losses, y_pred = optimizer._private_gradients(
-            unit_loss, batch, trainable_weights
-        )
+        result = None
+        if targets and fast_clipping.unsupported_reason(model) is None:
+            try:
+                result = fast_clipping.clipped_gradient_sum(
+                    model,
+                    lambda unit_targets, y_pred: loss_of(None, unit_targets, y_pred),
+                    x,
+                    targets,
+                    optimizer.l2_norm_clip,
+                    optimizer.num_microbatches,
+                )
+            except fast_clipping.NotSupported:
+                result = None
+        if result is None:
+
+            def unit_loss(unit: dict[str, Any]) -> tuple[tf.Tensor, Any]:
+                y_pred = forward(unit["x"])
+                return loss_of(unit["x"], unit, y_pred), y_pred
+
+            result = clipping.clipped_gradient_sum(
+                unit_loss,
+                {"x": x, **targets},
+                trainable_weights,
+                optimizer.l2_norm_clip,
+                optimizer.num_microbatches,
+            )
+    gradient_sums, unit_losses, y_pred, num_units = result
+    gradients = optimizer._noised_average(gradient_sums, num_units)
     optimizer.apply_gradients(zip(gradients, trainable_weights, strict=True))
 
     batch_size = tf.shape(tf.nest.flatten(x)[0])[0]

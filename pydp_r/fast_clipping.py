@@ -1,0 +1,232 @@
+"""Fast per-example clipping for Sequential and functional models built from per-example layers.
+
+One forward pass of the whole batch records, for each layer with trainable weights, the tensor
+`z` its weights act on and what its norm rule needs; one backward pass of the summed
+per-example losses gives every example's gradient at each `z` (no layer mixes examples, so row
+i of that gradient comes from example i alone). Registered layers (`pydp_r.grad_norms`) turn it
+into per-example gradient norms without forming per-example gradients when that is cheaper;
+other layers get vectorized per-example gradients of their own weights. Clip factors then weight
+each example's gradient at `z`, and one local backward step per layer gives the clipped sum
+("book-keeping", Bu et al. 2022): the cost is close to one ordinary training step.
+
+Models this cannot handle exactly (subclassed models, layers not known to be per-example, shared
+layers, regularization or `add_loss` terms) use `pydp_r.clipping` instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import keras
+import tensorflow as tf
+from keras.src.models.functional import Functional
+
+from pydp_r import grad_norms
+from pydp_r.clipping import clip_factors, split_into_microbatches
+
+# Layers without trainable weights that compute each example's output from that example alone.
+_PER_EXAMPLE_LAYERS: tuple[type, ...] = tuple(
+    getattr(keras.layers, name)
+    for name in (
+        "InputLayer Activation ReLU LeakyReLU ELU Softmax Dropout SpatialDropout1D "
+        "SpatialDropout2D SpatialDropout3D GaussianNoise GaussianDropout AlphaDropout Flatten "
+        "Reshape Permute RepeatVector Cropping1D Cropping2D Cropping3D ZeroPadding1D "
+        "ZeroPadding2D ZeroPadding3D UpSampling1D UpSampling2D UpSampling3D MaxPooling1D "
+        "MaxPooling2D MaxPooling3D AveragePooling1D AveragePooling2D AveragePooling3D "
+        "GlobalMaxPooling1D GlobalMaxPooling2D GlobalMaxPooling3D GlobalAveragePooling1D "
+        "GlobalAveragePooling2D GlobalAveragePooling3D Concatenate Add Subtract Multiply Average "
+        "Maximum Minimum Dot Rescaling Identity UnitNormalization"
+    ).split()
+    if hasattr(keras.layers, name)
+)
+
+# Layers with trainable weights that are per-example but have no norm rule: their per-example
+# gradients are computed by vectorizing the layer alone over the batch.
+_PER_EXAMPLE_WEIGHTED_LAYERS: tuple[type, ...] = tuple(
+    getattr(keras.layers, name)
+    for name in (
+        "Dense Conv1D Conv2D Conv3D Conv1DTranspose Conv2DTranspose DepthwiseConv1D "
+        "DepthwiseConv2D SeparableConv1D SeparableConv2D Embedding EinsumDense "
+        "LayerNormalization GroupNormalization PReLU"
+    ).split()
+    if hasattr(keras.layers, name)
+)
+
+
+class NotSupported(Exception):
+    """The model needs the general per-example path (`pydp_r.clipping`)."""
+
+
+def unsupported_reason(model: keras.Model) -> str | None:
+    """Why `model` cannot use the fast path, or None when it can (checked before tracing)."""
+    if type(model) not in (keras.Sequential, Functional):
+        return f"{type(model).__name__} is not a Sequential or functional model"
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if type(layer) in (keras.Sequential, Functional):
+            continue
+        if type(layer) in _PER_EXAMPLE_WEIGHTED_LAYERS:
+            continue
+        if type(layer) in _PER_EXAMPLE_LAYERS and not layer.trainable_weights:
+            continue
+        return f"layer '{layer.name}' ({type(layer).__name__}) is not known to be per-example"
+    return None
+
+
+@dataclasses.dataclass
+class _Record:
+    """What one call of a layer with trainable weights left for the backward pass."""
+
+    layer: keras.layers.Layer
+    rule: grad_norms.LayerRule | None
+    z: tf.Tensor
+    saved: Any
+    call: Callable[..., Any]
+    call_kwargs: dict[str, Any]
+
+
+@contextlib.contextmanager
+def _recording(model: keras.Model, records: list[_Record]) -> Iterator[None]:
+    """Temporarily route the calls of every layer with own trainable weights through a recorder."""
+    hooked = []
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if type(layer) in (keras.Sequential, Functional) or not layer.trainable_weights:
+            continue
+        rule = grad_norms.rule_for(layer)
+        original_call = layer.call
+
+        def hooked_call(inputs, *args, _layer=layer, _rule=rule, _call=original_call, **kwargs):
+            if any(record.layer is _layer for record in records):
+                raise NotSupported(f"layer '{_layer.name}' is called more than once")
+            if _rule is not None and not args:
+                z, outputs, saved = _rule.forward(_layer, inputs)
+                records.append(_Record(_layer, _rule, z, saved, _call, {}))
+                return outputs
+            outputs = _call(inputs, *args, **kwargs)
+            if args or not isinstance(outputs, tf.Tensor):
+                raise NotSupported(f"layer '{_layer.name}' has extra inputs or several outputs")
+            records.append(_Record(_layer, None, outputs, inputs, _call, kwargs))
+            return outputs
+
+        layer.call = hooked_call
+        hooked.append(layer)
+    try:
+        yield
+    finally:
+        for layer in hooked:
+            del layer.call
+
+
+def _split_units(tensor: tf.Tensor, num_units: tf.Tensor) -> tf.Tensor:
+    """`(batch, ...)` to `(units, batch/units, ...)`."""
+    return tf.reshape(tensor, tf.concat([[num_units, -1], tf.shape(tensor)[1:]], 0))
+
+
+def _vectorized_layer_gradients(
+    record: _Record, z_grad: tf.Tensor, num_units: tf.Tensor
+) -> list[tf.Tensor]:
+    """Per-unit gradients of one layer's own weights, the layer vectorized over units."""
+    variables = record.layer.trainable_weights
+    inputs_units = _split_units(record.saved, num_units)
+    grad_units = _split_units(z_grad, num_units)
+
+    def unit_gradient(unit: tuple[tf.Tensor, tf.Tensor]) -> list[tf.Tensor]:
+        unit_inputs, unit_grad = unit
+        with tf.GradientTape() as tape:
+            outputs = record.call(unit_inputs, **record.call_kwargs)
+        return tape.gradient(
+            outputs, variables, output_gradients=unit_grad, unconnected_gradients="zero"
+        )
+
+    return tf.vectorized_map(unit_gradient, (inputs_units, grad_units))
+
+
+def clipped_gradient_sum(
+    model: keras.Model,
+    unit_loss: Callable[[Any, Any], tf.Tensor],
+    x: Any,
+    targets: Any,
+    l2_norm_clip: float,
+    num_microbatches: int | None = None,
+) -> tuple[list[tf.Tensor], tf.Tensor, Any, tf.Tensor]:
+    """Same result as `pydp_r.clipping.clipped_gradient_sum` for a supported model, faster.
+
+    Args:
+        model: A model for which `unsupported_reason(model)` is None.
+        unit_loss: Maps `(unit_targets, unit_predictions)` of one unit (leading dimension
+            batch/units) to that unit's mean loss, as computed on that unit alone.
+        x: Model inputs for the whole batch.
+        targets: Nested structure of tensors the loss needs besides the predictions (targets,
+            sample weights), leading dimension the batch.
+        l2_norm_clip: Clipping bound C, > 0.
+        num_microbatches: None for one unit per example, else a divisor of the batch size.
+
+    Returns:
+        `(gradient_sums, unit_losses, predictions, num_units)` as in `pydp_r.clipping`, the
+        gradient sums ordered like `model.trainable_weights`.
+
+    Raises:
+        NotSupported: When the forward pass shows the model is not supported after all
+            (a layer called twice, regularization losses); nothing has been updated then.
+    """
+    records: list[_Record] = []
+    with tf.GradientTape(persistent=True) as tape:
+        with _recording(model, records):
+            predictions = model(x, training=True)
+        if model.losses:
+            raise NotSupported("the model has regularization or add_loss terms")
+        (unit_targets, unit_predictions), num_units = split_into_microbatches(
+            (targets, predictions), num_microbatches
+        )
+        unit_losses = tf.vectorized_map(
+            lambda unit: unit_loss(*unit), (unit_targets, unit_predictions)
+        )
+        total_loss = tf.reduce_sum(unit_losses)
+    z_grads = tape.gradient(total_loss, [record.z for record in records])
+
+    squared_norms = tf.zeros(tf.reshape(num_units, [1]), tf.float32)
+    vectorized: dict[int, list[tf.Tensor]] = {}
+    for index, (record, z_grad) in enumerate(zip(records, z_grads, strict=True)):
+        if z_grad is None:
+            continue
+        if record.rule is not None:
+            norms = record.rule.squared_norms(record.layer, record.saved, z_grad, num_units)
+        else:
+            vectorized[index] = _vectorized_layer_gradients(record, z_grad, num_units)
+            norms = tf.add_n(
+                [
+                    tf.reduce_sum(tf.square(tf.reshape(g, [num_units, -1])), 1)
+                    for g in vectorized[index]
+                ]
+            )
+        squared_norms += tf.cast(norms, tf.float32)
+    factors = clip_factors(squared_norms, l2_norm_clip)
+
+    sums_by_variable: dict[int, tf.Tensor] = {}
+    for index, (record, z_grad) in enumerate(zip(records, z_grads, strict=True)):
+        if z_grad is None:
+            continue
+        variables = record.layer.trainable_weights
+        if index in vectorized:
+            sums = [tf.tensordot(tf.cast(factors, g.dtype), g, axes=1) for g in vectorized[index]]
+        else:
+            weighted = _split_units(z_grad, num_units) * tf.reshape(
+                tf.cast(factors, z_grad.dtype), tf.concat([[-1], tf.ones_like(tf.shape(z_grad))], 0)
+            )
+            sums = tape.gradient(
+                record.z,
+                variables,
+                output_gradients=tf.reshape(weighted, tf.shape(z_grad)),
+                unconnected_gradients="zero",
+            )
+        for variable, gradient_sum in zip(variables, sums, strict=True):
+            sums_by_variable[id(variable)] = tf.convert_to_tensor(gradient_sum)
+    del tape
+
+    gradient_sums = [
+        sums_by_variable.get(id(variable), tf.zeros_like(variable))
+        for variable in model.trainable_weights
+    ]
+    return gradient_sums, unit_losses, predictions, num_units

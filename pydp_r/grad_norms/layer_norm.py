@@ -1,0 +1,43 @@
+"""LayerNormalization over the last axis: `out = x_hat * gamma + beta`, position by position."""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from pydp_r.grad_norms.registry import per_unit, register
+
+
+@register(keras.layers.LayerNormalization)
+class LayerNormRule:
+    def supports(self, layer: keras.layers.LayerNormalization) -> bool:
+        return layer.axis in (-1, [-1]) and not layer.rms_scaling and bool(layer.trainable_weights)
+
+    def forward(
+        self, layer: keras.layers.LayerNormalization, inputs: tf.Tensor
+    ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        normalized = keras.ops.layer_normalization(inputs, None, None, -1, layer.epsilon)
+        outputs = normalized
+        if layer.gamma is not None:
+            outputs = outputs * layer.gamma
+        if layer.beta is not None:
+            outputs = outputs + layer.beta
+        outputs = keras.ops.cast(outputs, layer.compute_dtype)
+        # The weights act on the output directly; the gamma gradient also needs x_hat.
+        return outputs, outputs, normalized
+
+    def squared_norms(
+        self,
+        layer: keras.layers.LayerNormalization,
+        saved: tf.Tensor,
+        z_grad: tf.Tensor,
+        num_units: int,
+    ) -> tf.Tensor:
+        grads = per_unit(z_grad, num_units)
+        norms = tf.zeros(tf.shape(grads)[:1], grads.dtype)
+        if layer.gamma is not None and layer.gamma.trainable:
+            normalized = per_unit(tf.cast(saved, grads.dtype), num_units)
+            norms += tf.reduce_sum(tf.square(tf.reduce_sum(grads * normalized, axis=1)), axis=1)
+        if layer.beta is not None and layer.beta.trainable:
+            norms += tf.reduce_sum(tf.square(tf.reduce_sum(grads, axis=1)), axis=1)
+        return norms

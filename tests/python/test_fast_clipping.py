@@ -1,0 +1,256 @@
+"""The fast path's clipped sums equal the general per-example computation, per layer type."""
+
+import warnings
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import pydp_r
+from pydp_r import clipping, fast_clipping
+
+
+def both_paths(model, x, y, clip, num_microbatches=None, sample_weight=None):
+    """Clipped sums, unit losses and predictions from the fast and the general path."""
+    model.compile(loss="mse")
+    targets = {"y": tf.constant(y)}
+    if sample_weight is not None:
+        targets["sample_weight"] = tf.constant(sample_weight)
+
+    def loss_from_predictions(unit_targets, predictions):
+        return model._compute_loss(
+            y=unit_targets["y"],
+            y_pred=predictions,
+            sample_weight=unit_targets.get("sample_weight"),
+        )
+
+    fast = fast_clipping.clipped_gradient_sum(
+        model, loss_from_predictions, tf.constant(x), targets, clip, num_microbatches
+    )
+
+    def unit_loss(unit):
+        predictions = model(unit["x"], training=True)
+        return loss_from_predictions(unit, predictions), predictions
+
+    general = clipping.clipped_gradient_sum(
+        unit_loss, {"x": tf.constant(x), **targets}, model.trainable_weights, clip, num_microbatches
+    )
+    return fast, general
+
+
+def assert_same_clipped_sums(model, x, y, clip=1.0, **kwargs):
+    assert fast_clipping.unsupported_reason(model) is None
+    fast, general = both_paths(model, x, y, clip, **kwargs)
+    for variable, got, want in zip(model.trainable_weights, fast[0], general[0], strict=True):
+        scale = max(1.0, float(np.abs(want.numpy()).max()))
+        np.testing.assert_allclose(
+            got.numpy(), want.numpy(), atol=2e-5 * scale, err_msg=variable.path
+        )
+    np.testing.assert_allclose(fast[1].numpy(), general[1].numpy(), rtol=1e-5)
+    np.testing.assert_allclose(fast[2].numpy(), general[2].numpy(), rtol=1e-5, atol=1e-6)
+    # The bound must actually bind for some units, or the test would not test clipping.
+    assert not np.allclose(
+        sum(float(np.sum(g.numpy() ** 2)) for g in general[0]),
+        0.0,
+    )
+
+
+def sequence_data(batch=8, steps=12, features=6, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(batch, steps, features)).astype("float32")
+    y = (rng.normal(size=(batch, 1)) * np.linspace(0.1, 20, batch)[:, None]).astype("float32")
+    return x, y
+
+
+def sequential(*layers, input_shape):
+    keras.utils.set_random_seed(0)
+    return keras.Sequential([keras.Input(input_shape), *layers])
+
+
+@pytest.mark.parametrize("num_microbatches", [None, 2])
+def test_dense_on_vectors(num_microbatches):
+    x, y = sequence_data()
+    model = sequential(
+        keras.layers.Flatten(),
+        keras.layers.Dense(16, activation="tanh"),
+        keras.layers.Dense(1, use_bias=False),
+        input_shape=(12, 6),
+    )
+    assert_same_clipped_sums(model, x, y, num_microbatches=num_microbatches)
+
+
+@pytest.mark.parametrize("units", [3, 64])  # ghost norm (T(d_in+d_out) < d_in d_out) and not
+def test_dense_on_sequences(units):
+    x, y = sequence_data(features=40 if units == 64 else 2)
+    model = sequential(
+        keras.layers.Dense(units, activation="relu"),
+        keras.layers.GlobalAveragePooling1D(),
+        keras.layers.Dense(1),
+        input_shape=x.shape[1:],
+    )
+    assert_same_clipped_sums(model, x, y, clip=0.5)
+
+
+@pytest.mark.parametrize(
+    "conv_kwargs",
+    [
+        {"padding": "valid"},
+        {"padding": "same", "strides": 2},
+        {"padding": "causal", "dilation_rate": 2},
+        {"padding": "valid", "strides": 3, "use_bias": False},
+    ],
+)
+def test_conv1d(conv_kwargs):
+    x, y = sequence_data()
+    model = sequential(
+        keras.layers.Conv1D(5, 3, activation="relu", **conv_kwargs),
+        keras.layers.GlobalMaxPooling1D(),
+        keras.layers.Dense(1),
+        input_shape=(12, 6),
+    )
+    assert_same_clipped_sums(model, x, y)
+
+
+@pytest.mark.parametrize(
+    "conv_kwargs",
+    [
+        {"padding": "same", "strides": 2},
+        {"padding": "valid", "strides": (1, 2)},
+        {"padding": "same", "dilation_rate": 2},
+    ],
+)
+def test_conv2d(conv_kwargs):
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(6, 9, 10, 3)).astype("float32")
+    y = rng.normal(size=(6, 1)).astype("float32") * 4
+    model = sequential(
+        keras.layers.Conv2D(4, (3, 2), activation="relu", **conv_kwargs),
+        keras.layers.MaxPooling2D(2),
+        keras.layers.Flatten(),
+        keras.layers.Dense(1),
+        input_shape=(9, 10, 3),
+    )
+    assert_same_clipped_sums(model, x, y, num_microbatches=None)
+
+
+def test_embedding_with_repeated_indices():
+    rng = np.random.default_rng(2)
+    x = rng.integers(0, 7, size=(8, 10)).astype("int32")  # 10 lookups in 7 rows repeat rows
+    y = rng.normal(size=(8, 1)).astype("float32") * 3
+    model = sequential(
+        keras.layers.Embedding(7, 4),
+        keras.layers.GlobalAveragePooling1D(),
+        keras.layers.Dense(1),
+        input_shape=(10,),
+    )
+    assert_same_clipped_sums(model, x, y, clip=0.3)
+
+
+@pytest.mark.parametrize("num_microbatches", [None, 4])
+def test_layer_normalization_and_unregistered_layers_mixed(num_microbatches):
+    x, y = sequence_data()
+    model = sequential(
+        keras.layers.Conv1D(8, 3, activation="relu"),
+        keras.layers.LayerNormalization(),
+        keras.layers.Conv1D(6, 3),
+        keras.layers.GroupNormalization(2),  # no rule: vectorized per-example fallback
+        keras.layers.PReLU(),  # no rule either
+        keras.layers.GlobalAveragePooling1D(),
+        keras.layers.Dense(1),
+        input_shape=(12, 6),
+    )
+    assert grad_rules(model) == {"Conv1D", "LayerNormalization", "Dense"}
+    assert_same_clipped_sums(model, x, y, num_microbatches=num_microbatches)
+
+
+def grad_rules(model):
+    from pydp_r import grad_norms
+
+    return {
+        type(layer).__name__
+        for layer in model.layers
+        if layer.trainable_weights and grad_norms.rule_for(layer) is not None
+    }
+
+
+def test_functional_model_with_two_inputs_and_sample_weights():
+    rng = np.random.default_rng(3)
+    a = rng.normal(size=(8, 5, 3)).astype("float32")
+    keras.utils.set_random_seed(0)
+    input_a = keras.Input((5, 3))
+    branch = keras.layers.Conv1D(4, 2, activation="relu")(input_a)
+    pooled = keras.layers.GlobalAveragePooling1D()(branch)
+    skip = keras.layers.Dense(4)(keras.layers.Flatten()(input_a))
+    model = keras.Model(input_a, keras.layers.Dense(1)(keras.layers.Add()([pooled, skip])))
+    y = rng.normal(size=(8, 1)).astype("float32") * 5
+    weights = np.linspace(0, 2, 8).astype("float32")
+    assert_same_clipped_sums(model, a, y, sample_weight=weights)
+
+
+def test_models_the_fast_path_cannot_prove_per_example_are_sent_to_the_general_path():
+    class Subclassed(keras.Model):
+        def call(self, inputs):
+            return inputs
+
+    assert "not a Sequential" in fast_clipping.unsupported_reason(Subclassed())
+    lambda_model = sequential(keras.layers.Lambda(lambda t: t * 2), input_shape=(3,))
+    assert "Lambda" in fast_clipping.unsupported_reason(lambda_model)
+
+
+def test_shared_layers_and_regularizers_fall_back_and_still_match_the_reference():
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(8, 4)).astype("float32")
+    y = rng.normal(size=(8, 1)).astype("float32") * 5
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((4,))
+    shared = keras.layers.Dense(4, activation="tanh")
+    outputs = keras.layers.Dense(1, kernel_regularizer="l2")(shared(shared(inputs)))
+    model = keras.Model(inputs, outputs)
+    with pytest.raises(fast_clipping.NotSupported):
+        both_paths(model, x, y, 1.0)
+
+    # fit() falls back to the general path: its noiseless update is the per-example reference.
+    reference = []
+    for i in range(8):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.square(model(x[i : i + 1]) - y[i : i + 1])) + tf.add_n(
+                model.losses
+            )
+        reference.append(tape.gradient(loss, model.trainable_weights))
+    expected = []
+    for grads in zip(*reference, strict=True):
+        expected.append(np.zeros_like(grads[0].numpy()))
+    for grads in reference:
+        norm = np.sqrt(sum(float(np.sum(g.numpy() ** 2)) for g in grads))
+        for i, g in enumerate(grads):
+            expected[i] += g.numpy() * min(1.0, 1.0 / norm) / 8
+    before = [w.numpy().copy() for w in model.trainable_weights]
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", pydp_r.NoPrivacyWarning)
+        model.compile(optimizer=pydp_r.DPSGD(1.0, 0.0, learning_rate=1.0), loss="mse")
+    model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
+    for w, old, want in zip(model.trainable_weights, before, expected, strict=True):
+        np.testing.assert_allclose(w.numpy() - old, -want, rtol=2e-4, atol=1e-6)
+
+
+def test_fit_takes_the_fast_path_for_a_supported_model(monkeypatch):
+    calls = []
+    original = fast_clipping.clipped_gradient_sum
+
+    def spy(*args, **kwargs):
+        calls.append(args[0].name)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(fast_clipping, "clipped_gradient_sum", spy)
+    x, y = sequence_data(16)
+    model = sequential(
+        keras.layers.Conv1D(4, 3),
+        keras.layers.Flatten(),
+        keras.layers.Dense(1),
+        input_shape=(12, 6),
+    )
+    model.compile(optimizer=pydp_r.DPAdam(1.0, 1.0), loss="mse")
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    assert calls and set(calls) == {model.name}  # traced once or more, always fast
