@@ -5,6 +5,7 @@ Swap the optimizer to train privately::
     model.compile(optimizer=pydp_r.DPAdam(l2_norm_clip=1.0, noise_multiplier=1.1), loss="mse")
 """
 
+from pydp_r import _keras_compat
 from pydp_r import train_step as _train_step
 from pydp_r.batch_norm import replace_batch_norm
 from pydp_r.optimizers import (
@@ -23,6 +24,7 @@ from pydp_r.optimizers import (
 
 __version__ = "0.1.0"
 
+_keras_compat.install()
 _train_step.install()
 
 __all__ = [

@@ -10,6 +10,7 @@ Aggregated gradients handed to a DP optimizer any other way are refused with an 
 from __future__ import annotations
 
 import math
+import threading
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -32,6 +33,19 @@ _AGGREGATED_GRADIENTS_MESSAGE = (
     "`grads = optimizer.compute_dp_gradients(loss_fn, inputs, variables)` and then "
     "`optimizer.apply_gradients(zip(grads, variables))`."
 )
+
+
+_thread_state = threading.local()
+
+
+def _pending_private_gradients() -> set[int]:
+    """Ids of the optimizers whose private gradients this thread computed and has not applied.
+
+    Per thread, because tf.distribute traces each replica's step in its own thread.
+    """
+    if not hasattr(_thread_state, "pending"):
+        _thread_state.pending = set()
+    return _thread_state.pending
 
 
 def _check_positive_finite(name: str, value: Any, allow_zero: bool) -> float:
@@ -94,7 +108,6 @@ class DPOptimizerMixin:
         self.l2_norm_clip = l2_norm_clip
         self.noise_multiplier = noise_multiplier
         self.num_microbatches = num_microbatches
-        self._dp_gradients_pending = False
         if noise_multiplier == 0:
             warnings.warn(
                 f"{type(self).__name__} has noise_multiplier=0: gradients are clipped but no "
@@ -157,19 +170,29 @@ class DPOptimizerMixin:
             # completes a logical batch, so it is added once per logical batch.
             is_update_step = (self._iterations + 1) % self.gradient_accumulation_steps == 0
             noise_scale = noise_scale * tf.cast(is_update_step, tf.float32)
+        # Under tf.distribute, Keras sums the replicas' gradients: the first replica alone adds
+        # the noise, so the global sum carries it exactly once, and every replica divides by
+        # the global number of units.
+        num_replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        replica_context = tf.distribute.get_replica_context()
+        if num_replicas > 1 and replica_context is not None:
+            is_noise_replica = tf.equal(replica_context.replica_id_in_sync_group, 0)
+            noise_scale = noise_scale * tf.cast(is_noise_replica, tf.float32)
+        global_units = tf.cast(num_units, tf.float32) * num_replicas
         gradients = []
         for gradient_sum in clipped_gradient_sums:
             noise = tf.random.normal(tf.shape(gradient_sum), stddev=1.0, dtype=tf.float32)
             noisy_sum = gradient_sum + tf.cast(noise * noise_scale, gradient_sum.dtype)
-            gradients.append(noisy_sum / tf.cast(num_units, gradient_sum.dtype))
-        self._dp_gradients_pending = True
+            gradients.append(noisy_sum / tf.cast(global_units, gradient_sum.dtype))
+        _pending_private_gradients().add(id(self))
         return gradients
 
     def apply(self, grads: Sequence[Any], trainable_variables: Sequence[Any] | None = None) -> Any:
         """Apply gradients returned by `compute_dp_gradients`; refuses any others."""
-        if not self._dp_gradients_pending:
+        pending = _pending_private_gradients()
+        if id(self) not in pending:
             raise RuntimeError(_AGGREGATED_GRADIENTS_MESSAGE.format(name=type(self).__name__))
-        self._dp_gradients_pending = False
+        pending.discard(id(self))
         return super().apply(grads, trainable_variables)
 
     def get_config(self) -> dict[str, Any]:
