@@ -1,0 +1,241 @@
+"""Poisson-sampled batches of fixed shape, so that DP-SGD's privacy accounting holds.
+
+`pydp_r.compute_epsilon` assumes every step includes each example independently with
+probability `sampling_rate` (Poisson sampling), which is where DP-SGD's amplification by
+sampling comes from. `model.fit()` on a shuffled, batched dataset does not do this.
+`poisson_batches` does, and keeps Keras happy: every batch is padded to one fixed size with
+examples of sample weight 0, so the traced training step never changes shape.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+from scipy import stats
+
+# Default max_batch_size: a batch overflows it with at most this probability.
+DEFAULT_OVERFLOW_PROBABILITY = 1e-6
+
+
+def poisson_batch_size_bound(
+    n: int, sampling_rate: float, overflow_probability: float = DEFAULT_OVERFLOW_PROBABILITY
+) -> int:
+    """Smallest batch size m with P(Binomial(n, sampling_rate) > m) <= overflow_probability.
+
+    Args:
+        n: Number of examples, integer >= 1.
+        sampling_rate: Inclusion probability of each example, in (0, 1].
+        overflow_probability: Allowed probability that a batch exceeds m, in (0, 1).
+
+    Returns:
+        The bound m, an integer in [1, n].
+
+    Raises:
+        ValueError: For an argument outside its range.
+    """
+    n = _check_count("n", n)
+    sampling_rate = _check_sampling_rate(sampling_rate)
+    if not 0 < float(overflow_probability) < 1:
+        raise ValueError(
+            "overflow_probability must be in the open interval (0, 1); received "
+            f"{overflow_probability!r}."
+        )
+    bound = int(stats.binom.isf(overflow_probability, n, sampling_rate))
+    # isf of a discrete law can land one off; settle on the smallest m that satisfies it.
+    while bound > 0 and stats.binom.sf(bound - 1, n, sampling_rate) <= overflow_probability:
+        bound -= 1
+    while stats.binom.sf(bound, n, sampling_rate) > overflow_probability:
+        bound += 1
+    return int(min(max(bound, 1), n))
+
+
+def _check_count(name: str, value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError(f"{name} must be a positive integer; received {value!r}.")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a positive integer; received {value!r}.") from None
+    if not math.isfinite(number) or not number.is_integer() or number < 1:
+        raise ValueError(f"{name} must be a positive integer; received {value!r}.")
+    return int(number)
+
+
+def _check_sampling_rate(sampling_rate: Any) -> float:
+    try:
+        rate = float(sampling_rate)
+    except (TypeError, ValueError):
+        rate = math.nan
+    if isinstance(sampling_rate, bool) or not 0 < rate <= 1:
+        raise ValueError(f"sampling_rate must be a number in (0, 1]; received {sampling_rate!r}.")
+    return rate
+
+
+def _split_data(data: Any) -> tuple[Any, Any, np.ndarray | None]:
+    """(x, y, sample_weight) from a 2- or 3-tuple, or a dict with keys x, y[, sample_weight]."""
+    if isinstance(data, Mapping):
+        unknown = set(data) - {"x", "y", "sample_weight"}
+        if unknown or not {"x", "y"} <= set(data):
+            raise ValueError(
+                "data as a dict must have keys 'x' and 'y' and optionally 'sample_weight'; "
+                f"received keys {sorted(map(str, data))}."
+            )
+        return data["x"], data["y"], data.get("sample_weight")
+    if isinstance(data, (tuple, list)) and len(data) in (2, 3):
+        x, y, *rest = data
+        return x, y, (rest[0] if rest else None)
+    raise ValueError(
+        "data must be a tuple (x, y) or (x, y, sample_weight), or a dict with keys 'x', 'y' "
+        f"and optionally 'sample_weight'; received {type(data).__name__}."
+    )
+
+
+def _padded(array: np.ndarray, rows: np.ndarray, size: int) -> np.ndarray:
+    """`array[rows]` followed by all-zero rows up to `size` rows."""
+    batch = np.zeros((size, *array.shape[1:]), array.dtype)
+    batch[: len(rows)] = array[rows]
+    return batch
+
+
+def poisson_batches(
+    data: Any,
+    sampling_rate: float,
+    max_batch_size: int | None = None,
+    seed: int | None = None,
+    steps: int | None = None,
+) -> tf.data.Dataset:
+    """A `tf.data.Dataset` of Poisson-sampled batches, padded to a fixed size, for `fit()`.
+
+    Each batch includes each of the n examples independently with probability
+    `sampling_rate`, then is padded to `max_batch_size` rows with all-zero examples of sample
+    weight 0, which add nothing to the loss or to the clipped gradient sum. The shapes never
+    change, so `fit()` traces its step once. Every iteration over the dataset (every epoch of
+    `fit()`) draws fresh batches; the whole sequence of epochs is reproducible from `seed`.
+
+    If a draw selects more than `max_batch_size` examples, a uniformly random
+    `max_batch_size` of them are kept and the rest dropped. That slightly changes the
+    mechanism: the accounting for Poisson sampling is then exact only outside those events,
+    whose probability per batch is at most 1e-6 with the default `max_batch_size` (see
+    `poisson_batch_size_bound`; `dp_accounting.TruncatedSubsampledGaussianDpEvent` accounts
+    for the truncation exactly). Pass a larger `max_batch_size` to make it rarer still.
+
+    DP optimizers divide the noisy sum of clipped gradients by the batch dimension,
+    `max_batch_size`, which does not depend on the data (as DP requires); it is larger than the
+    expected batch `sampling_rate * n`, so the step is that much smaller than with a plain
+    batch of the expected size; scale the learning rate if that matters.
+
+    Args:
+        data: `(x, y)` or `(x, y, sample_weight)`, or a dict with keys "x", "y" and optionally
+            "sample_weight" (what an R `list(x = , y = )` becomes). `x` and `y` are NumPy arrays
+            or dicts/lists of them (multi-input or multi-output models); every array has the
+            same first dimension n. `sample_weight` has shape (n,).
+        sampling_rate: Probability that a batch includes a given example, in (0, 1]. For
+            privacy accounting pass `batch_size = sampling_rate * n` as the batch size.
+        max_batch_size: Fixed batch dimension, integer in [1, n]. Default:
+            `poisson_batch_size_bound(n, sampling_rate)`, exceeded with probability <= 1e-6.
+        seed: Integer >= 0 making the batches of every epoch reproducible, or None for fresh
+            entropy.
+        steps: Batches per iteration (per `fit()` epoch), integer >= 1. Default
+            `floor(1 / sampling_rate)` (round(1 / sampling_rate) when that is an integer): one
+            epoch, never more steps than `compute_epsilon` counts per epoch.
+
+    Returns:
+        A dataset of `(x, y, sample_weight)` batches with leading dimension `max_batch_size`,
+        of known cardinality `steps`. `sample_weight` is float32: the given weight (or 1) for
+        sampled examples, 0 for padding.
+
+    Raises:
+        ValueError: For an argument outside its range or arrays of different lengths.
+    """
+    x, y, sample_weight = _split_data(data)
+    x = tf.nest.map_structure(np.asarray, x)
+    y = tf.nest.map_structure(np.asarray, y)
+    arrays = tf.nest.flatten(x) + tf.nest.flatten(y)
+    lengths = {len(array) if array.ndim else None for array in arrays}
+    if len(lengths) != 1 or None in lengths:
+        raise ValueError(
+            "data arrays must all have the same first dimension n; received first dimensions "
+            f"{sorted(lengths, key=str)}."
+        )
+    (n,) = lengths
+    if n < 1:
+        raise ValueError("data must hold at least one example; received n = 0.")
+    if sample_weight is None:
+        weights = np.ones(n, np.float32)
+    else:
+        weights = np.asarray(sample_weight, np.float32).reshape(-1)
+        if len(weights) != n:
+            raise ValueError(
+                f"sample_weight must have shape ({n},), one weight per example; received "
+                f"shape {np.shape(sample_weight)}."
+            )
+    sampling_rate = _check_sampling_rate(sampling_rate)
+    if max_batch_size is None:
+        max_batch_size = poisson_batch_size_bound(n, sampling_rate)
+    else:
+        max_batch_size = _check_count("max_batch_size", max_batch_size)
+        if max_batch_size > n:
+            raise ValueError(
+                f"max_batch_size must be an integer in [1, n] = [1, {n}]; received "
+                f"{max_batch_size!r}."
+            )
+    if steps is None:
+        # The tolerance keeps floor(1 / 0.01) at 100 despite 1 / 0.01 = 99.999... in floats.
+        steps = max(1, math.floor(1 / sampling_rate + 1e-9))
+    else:
+        steps = _check_count("steps", steps)
+    if seed is None:
+        entropy = np.random.SeedSequence().entropy
+    else:
+        try:
+            valid = not isinstance(seed, bool) and float(seed).is_integer() and seed >= 0
+        except (TypeError, ValueError):
+            valid = False
+        if not valid:
+            raise ValueError(f"seed must be an integer >= 0 or None; received {seed!r}.")
+        entropy = int(seed)
+
+    flat_x = tf.nest.flatten(x)
+    flat_y = tf.nest.flatten(y)
+    iteration_counter = itertools.count()
+
+    def one_iteration() -> Iterator[tuple[tuple[np.ndarray, ...], ...]]:
+        # Each pass gets its own generator, keyed by (seed, pass number): new batches every
+        # epoch, the same sequence of epochs for the same seed.
+        rng = np.random.default_rng([entropy, next(iteration_counter)])
+        for _ in range(steps):
+            selected = np.flatnonzero(rng.random(n) < sampling_rate)
+            if len(selected) > max_batch_size:
+                selected = np.sort(rng.choice(selected, max_batch_size, replace=False))
+            count = len(selected)
+            batch_weights = np.zeros(max_batch_size, np.float32)
+            batch_weights[:count] = weights[selected]
+            yield (
+                tuple(_padded(a, selected, max_batch_size) for a in flat_x),
+                tuple(_padded(a, selected, max_batch_size) for a in flat_y),
+                batch_weights,
+            )
+
+    def spec(array: np.ndarray) -> tf.TensorSpec:
+        return tf.TensorSpec((max_batch_size, *array.shape[1:]), tf.as_dtype(array.dtype))
+
+    signature = (
+        tuple(spec(a) for a in flat_x),
+        tuple(spec(a) for a in flat_y),
+        tf.TensorSpec((max_batch_size,), tf.float32),
+    )
+    dataset = tf.data.Dataset.from_generator(one_iteration, output_signature=signature)
+    dataset = dataset.map(
+        lambda bx, by, bw: (
+            tf.nest.pack_sequence_as(x, list(bx)),
+            tf.nest.pack_sequence_as(y, list(by)),
+            bw,
+        )
+    )
+    dataset = dataset.apply(tf.data.experimental.assert_cardinality(steps))
+    return dataset.prefetch(1)
