@@ -7,7 +7,14 @@ Swap the optimizer to train privately::
 
 from pydp_r import _keras_compat
 from pydp_r import train_step as _train_step
+from pydp_r.accounting import (
+    compute_dp_sgd_privacy,
+    compute_epsilon,
+    compute_noise_multiplier,
+    privacy_statement,
+)
 from pydp_r.batch_norm import replace_batch_norm
+from pydp_r.callbacks import PrivacyBudget
 from pydp_r.optimizers import (
     DPSGD,
     DPAdagrad,
@@ -38,7 +45,12 @@ __all__ = [
     "DPRMSprop",
     "DPSGD",
     "NoPrivacyWarning",
+    "PrivacyBudget",
     "__version__",
+    "compute_dp_sgd_privacy",
+    "compute_epsilon",
+    "compute_noise_multiplier",
     "make_dp_optimizer_class",
+    "privacy_statement",
     "replace_batch_norm",
 ]
