@@ -1,0 +1,380 @@
+"""A synthetic PPG-DaLiA subject, so tests, the demo and the vignette run without the real data.
+
+The real dataset (about 2.5 GB) cannot be downloaded everywhere; ``synthetic_ppg_subject`` returns a
+dict with the same keys, shapes, rates and dtypes as ``load_ppg_dalia_subject``, and
+``save_ppg_dalia_subject`` writes one as a protocol-2 pickle like the dataset's ``S*.pkl`` files.
+"""
+
+from __future__ import annotations
+
+import numbers
+import os
+import pickle
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from scipy import signal as scipy_signal
+
+from pydp_r.data.ppg_dalia import (
+    ACTIVITY_RATE_HZ,
+    CHEST_RATE_HZ,
+    LABEL_PERIOD_SECONDS,
+    LABEL_WINDOW_SECONDS,
+    WRIST_RATES_HZ,
+    normalize_ppg_dalia_subject,
+)
+
+__all__ = ["save_ppg_dalia_subject", "synthetic_ppg_subject"]
+
+# The PPG-DaLiA protocol: activity code and nominal duration in seconds, with a transient (code 0)
+# between activities and at both ends. Durations are jittered per seed and scaled to fit.
+_PROTOCOL_SECONDS: tuple[tuple[int, float], ...] = (
+    (1, 600.0),  # sitting
+    (2, 300.0),  # stairs
+    (3, 300.0),  # table soccer
+    (4, 480.0),  # cycling
+    (5, 900.0),  # driving
+    (6, 1800.0),  # lunch
+    (7, 600.0),  # walking
+    (8, 1200.0),  # working
+)
+_TRANSIENT_SECONDS = 337.0
+
+# Per activity code 0..8: heart-rate rise above rest (bpm) and wrist motion intensity (g).
+_HEART_RATE_RISE_BPM = np.array([15.0, 0.0, 45.0, 20.0, 40.0, 8.0, 10.0, 32.0, 5.0])
+_MOTION_INTENSITY_G = np.array([0.15, 0.02, 0.35, 0.25, 0.22, 0.06, 0.10, 0.40, 0.05])
+# Rhythmic activities and their movement rate in Hz (stairs, cycling, walking); 0 = irregular.
+_CADENCE_HZ = np.array([0.0, 0.0, 1.6, 0.0, 1.1, 0.0, 0.0, 1.8, 0.0])
+# Typical direction of gravity in the wrist frame per activity (arm posture).
+_POSTURE = np.array(
+    [
+        [0.3, -0.6, 0.7],
+        [0.1, -0.2, 0.95],
+        [-0.8, 0.4, 0.2],
+        [0.5, 0.1, 0.8],
+        [0.6, -0.3, 0.7],
+        [0.7, 0.5, 0.4],
+        [0.2, 0.3, 0.9],
+        [-0.9, 0.3, 0.1],
+        [0.0, -0.1, 1.0],
+    ]
+)
+_OUTDOOR = np.array([0, 0, 0, 0, 1, 0, 0, 1, 0], dtype=bool)
+
+_ACC_COUNTS_PER_G = 64.0  # the E4 reports acceleration in 1/64 g
+_PULSE_TRANSIT_SECONDS = 0.22  # ECG R peak to wrist pulse arrival
+
+
+def _check_int(name: str, value: Any, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}.")
+    return int(value)
+
+
+def _ornstein_uhlenbeck(
+    rng: np.random.Generator, size: int, dt: float, tau: float, sd: float
+) -> np.ndarray:
+    """A stationary Gauss-Markov process with time constant ``tau`` s and standard deviation sd."""
+    decay = np.exp(-dt / tau)
+    white = rng.standard_normal(size) * sd * np.sqrt(1.0 - decay**2)
+    start = rng.standard_normal() * sd
+    out, _ = scipy_signal.lfilter([1.0], [1.0, -decay], white, zi=[decay * start])
+    return out
+
+
+def _lag(values: np.ndarray, dt: float, tau: float) -> np.ndarray:
+    """First-order lag (time constant ``tau`` s), starting at the first value."""
+    decay = np.exp(-dt / tau)
+    out, _ = scipy_signal.lfilter([1.0 - decay], [1.0, -decay], values, zi=[decay * values[0]])
+    return out
+
+
+def _wrapped(phase: np.ndarray, centre: float) -> np.ndarray:
+    """Signed distance of a cycle phase in [0, 1) from ``centre``, wrapped to [-0.5, 0.5)."""
+    return np.mod(phase - centre + 0.5, 1.0) - 0.5
+
+
+def _ppg_pulse(phase: np.ndarray) -> np.ndarray:
+    """One PPG cycle per unit phase: a systolic peak, a dicrotic notch and a diastolic wave."""
+    systolic = np.exp(-0.5 * (_wrapped(phase, 0.18) / 0.07) ** 2)
+    diastolic = 0.35 * np.exp(-0.5 * (_wrapped(phase, 0.48) / 0.09) ** 2)
+    return systolic + diastolic
+
+
+def _ecg_beat(phase: np.ndarray) -> np.ndarray:
+    """One ECG cycle per unit phase in mV, R peak at phase 0: P, Q, R, S and T waves."""
+    waves = ((-0.17, 0.025, 0.15), (-0.025, 0.008, -0.15), (0.0, 0.012, 1.2))
+    waves += ((0.03, 0.01, -0.25), (0.3, 0.05, 0.35))
+    out = np.zeros_like(phase)
+    for centre, width, height in waves:
+        out += height * np.exp(-0.5 * (_wrapped(phase, centre) / width) ** 2)
+    return out
+
+
+def _activity_schedule(rng: np.random.Generator, num_samples: int) -> np.ndarray:
+    """Activity codes at 4 Hz following the protocol order, durations jittered and scaled."""
+    codes, seconds = [0], [_TRANSIENT_SECONDS]
+    for code, duration in _PROTOCOL_SECONDS:
+        codes += [code, 0]
+        seconds += [duration, _TRANSIENT_SECONDS]
+    seconds_arr = np.array(seconds) * rng.uniform(0.85, 1.15, size=len(seconds))
+    ends = np.round(np.cumsum(seconds_arr) / seconds_arr.sum() * num_samples).astype(int)
+    return np.repeat(np.array(codes), np.diff(np.concatenate([[0], ends])))
+
+
+def _lowpass_noise(
+    rng: np.random.Generator, shape: tuple[int, ...], rate_hz: float, cutoff_hz: float
+) -> np.ndarray:
+    """Unit-variance Gaussian noise low-pass filtered below ``cutoff_hz``, along axis 0."""
+    b, a = scipy_signal.butter(2, cutoff_hz / (rate_hz / 2.0))
+    noise = scipy_signal.lfilter(b, a, rng.standard_normal(shape), axis=0)
+    return noise / noise.std(axis=0, keepdims=True)
+
+
+def synthetic_ppg_subject(
+    n_labels: int = 4603,
+    seed: int = 0,
+    *,
+    name: str | None = None,
+    include_chest: bool = True,
+    chest_seconds: float | None = 60.0,
+    motion_artifact_scale: float = 1.0,
+) -> dict[str, Any]:
+    """Simulates one PPG-DaLiA subject with the dataset's layout, rates and dtypes.
+
+    How it is made. The subject follows the PPG-DaLiA protocol (transient 0, sitting 1, stairs 2,
+    table soccer 3, cycling 4, driving 5, lunch 6, walking 7, working 8), durations jittered per
+    seed and scaled to the recording length. Each activity sets a heart-rate rise above a resting
+    rate and a wrist motion intensity; both are multiplied by one slow random effort factor, and the
+    heart rate follows its target through a 30 s lag plus slow random drift. The phase of the
+    heart rate is integrated to place R peaks (``rpeaks``, ECG) and, 0.22 s later, wrist pulses: a
+    two-wave PPG cycle (systolic peak, dicrotic notch, diastolic wave). ``label`` is the mean true
+    heart rate over each 8 s window, every 2 s, as in the dataset.
+
+    What survives 2 s averaging (and differs from the real E4). A pulse train averages to a
+    constant, so two physiologically motivated effects carry the rate into 2 s means: the BVP
+    baseline rises with heart rate (about 0.6-1 unit per bpm, plus slow drift), and the pulse
+    amplitude falls as the rate rises (vasoconstriction). The real E4 BVP is band-pass filtered and
+    its 2 s mean carries much less. Wrist motion (rhythmic at stairs, cycling and walking,
+    irregular otherwise) has an impact-like one-sided part, so its 2 s mean tracks motion
+    intensity, which drives the heart rate; arm posture (the gravity direction) differs per
+    activity. Motion also leaks into the BVP (motion artefacts). EDA (tonic level plus skin
+    conductance responses that become more frequent with effort) and skin temperature (cooler
+    outdoors, slow) drift slowly. A 1-D convnet on 12 steps of 2 s means can therefore beat the
+    training-mean predictor clearly; it is a test bed, not a physiological model.
+
+    Args:
+        n_labels: Number of heart-rate labels, integer >= 1. The recording lasts
+            ``2 * (n_labels - 1) + 8`` s; the default 4603 matches subject S1 (9212 s).
+        seed: Seed, integer >= 0; the same seed gives the same subject bit for bit.
+        name: Value of the ``subject`` entry; default ``f"S{seed}"``.
+        include_chest: Whether to simulate the 700 Hz chest signals (ACC, ECG, EMG, EDA, Temp,
+            Resp). When False, ``signal["chest"]`` is an empty dict.
+        chest_seconds: Seconds of chest signals to simulate from the start, > 0, or None for the
+            whole recording (6.4 million samples per channel for 9212 s, slow and about 0.4 GB).
+            ``rpeaks`` always covers the whole recording, so later indices point past the end of
+            shortened chest signals.
+        motion_artifact_scale: Multiplier >= 0 of the motion artefacts added to the BVP
+            (0 gives a clean PPG).
+
+    Returns:
+        Dict with keys ``signal`` (``wrist``: ``ACC`` (n, 3) at 32 Hz in 1/64 g, ``BVP`` (n, 1) at
+        64 Hz, ``EDA`` (n, 1) at 4 Hz in microsiemens, ``TEMP`` (n, 1) at 4 Hz in degrees
+        Celsius; ``chest``: 700 Hz ``ACC`` (n, 3) in g, ``ECG``, ``EMG`` (mV), ``EDA``, ``Temp``,
+        ``Resp`` (n, 1)), ``label`` ((n_labels,) bpm), ``activity`` ((n, 1) codes at 4 Hz),
+        ``questionnaire`` (WEIGHT kg, Gender, AGE years, HEIGHT cm, SKIN type 1-6, SPORT 1-6),
+        ``rpeaks`` (int64 indices at 700 Hz) and ``subject``. Signals are float64.
+
+    Raises:
+        ValueError: If an argument is outside the range above.
+    """
+    n_labels = _check_int("n_labels", n_labels, 1)
+    seed = _check_int("seed", seed, 0)
+    if chest_seconds is not None and not (
+        isinstance(chest_seconds, numbers.Real) and np.isfinite(chest_seconds) and chest_seconds > 0
+    ):
+        raise ValueError(f"chest_seconds must be a number > 0 or None, got {chest_seconds!r}.")
+    if not (
+        isinstance(motion_artifact_scale, numbers.Real)
+        and np.isfinite(motion_artifact_scale)
+        and motion_artifact_scale >= 0
+    ):
+        raise ValueError(
+            f"motion_artifact_scale must be a finite number >= 0, got {motion_artifact_scale!r}."
+        )
+    if name is not None and not isinstance(name, str):
+        raise ValueError(f"name must be a str or None, got {name!r}.")
+
+    rng = np.random.default_rng(seed)
+    duration_s = LABEL_PERIOD_SECONDS * (n_labels - 1) + LABEL_WINDOW_SECONDS
+    rate_slow, rate_acc, rate_bvp = ACTIVITY_RATE_HZ, WRIST_RATES_HZ["ACC"], WRIST_RATES_HZ["BVP"]
+    time_slow = np.arange(duration_s * rate_slow) / rate_slow
+    time_acc = np.arange(duration_s * rate_acc) / rate_acc
+    time_bvp = np.arange(duration_s * rate_bvp) / rate_bvp
+
+    sport = int(rng.integers(1, 7))
+    questionnaire = {
+        "WEIGHT": float(np.round(rng.uniform(55.0, 95.0), 1)),
+        "Gender": str(rng.choice(["m", "f"])),
+        "AGE": int(rng.integers(21, 56)),
+        "HEIGHT": float(np.round(rng.uniform(158.0, 195.0))),
+        "SKIN": int(rng.integers(1, 7)),
+        "SPORT": sport,
+    }
+
+    # Activity, effort and heart rate at 4 Hz.
+    activity = _activity_schedule(rng, time_slow.size)
+    effort = np.exp(_ornstein_uhlenbeck(rng, time_slow.size, 1 / rate_slow, 45.0, 0.25))
+    resting_bpm = 78.0 - 2.0 * sport + rng.normal(0.0, 3.0)
+    fitness_gain = rng.uniform(0.8, 1.2)
+    target_bpm = resting_bpm + fitness_gain * _HEART_RATE_RISE_BPM[activity] * effort
+    heart_rate_slow = _lag(target_bpm, 1 / rate_slow, 30.0)
+    heart_rate_slow += _ornstein_uhlenbeck(rng, time_slow.size, 1 / rate_slow, 60.0, 3.0)
+    heart_rate_slow = np.clip(heart_rate_slow, 40.0, 195.0)
+    intensity_slow = _lag(_MOTION_INTENSITY_G[activity] * effort, 1 / rate_slow, 2.0)
+
+    # Cardiac phase (cycles) at 64 Hz; labels are the mean rate over 8 s windows every 2 s.
+    heart_rate_bvp = np.interp(time_bvp, time_slow, heart_rate_slow)
+    cardiac_phase = np.cumsum(heart_rate_bvp / 60.0 / rate_bvp)
+    cumulative = np.concatenate([[0.0], np.cumsum(heart_rate_bvp)])
+    starts = np.arange(n_labels) * LABEL_PERIOD_SECONDS * rate_bvp
+    window = LABEL_WINDOW_SECONDS * rate_bvp
+    label = (cumulative[starts + window] - cumulative[starts]) / window
+    beat_times = np.interp(np.arange(1, int(cardiac_phase[-1]) + 1), cardiac_phase, time_bvp)
+    rpeaks = np.round(beat_times * CHEST_RATE_HZ).astype(np.int64)
+
+    # Wrist motion at 32 Hz, in g: rhythmic and irregular parts plus a one-sided impact part.
+    activity_acc = activity[np.minimum(time_acc * rate_slow, activity.size - 1).astype(int)]
+    intensity_acc = np.interp(time_acc, time_slow, intensity_slow)
+    cadence = _CADENCE_HZ[activity_acc] * (
+        1.0 + 0.04 * _ornstein_uhlenbeck(rng, time_acc.size, 1 / rate_acc, 20.0, 1.0)
+    )
+    step_phase = 2 * np.pi * np.cumsum(cadence / rate_acc)
+    rhythmic = np.stack(
+        [np.sin(step_phase), 0.6 * np.sin(2 * step_phase + 0.8), 0.4 * np.cos(step_phase)], axis=1
+    )
+    rhythmic *= (cadence > 0)[:, np.newaxis]
+    irregular = _lowpass_noise(rng, (time_acc.size, 3), rate_acc, 4.0) * np.array([0.6, 0.5, 0.4])
+    motion = intensity_acc[:, np.newaxis] * (rhythmic + irregular)
+    impact = 0.5 * np.linalg.norm(motion, axis=1)
+    posture_slow = _POSTURE[activity] + 0.15 * _lowpass_noise(
+        rng, (time_slow.size, 3), rate_slow, 0.01
+    )
+    posture_slow /= np.linalg.norm(posture_slow, axis=1, keepdims=True)
+    posture = np.stack(
+        [np.interp(time_acc, time_slow, posture_slow[:, axis]) for axis in range(3)], axis=1
+    )
+    acc_g = posture + motion
+    acc_g[:, 0] += impact
+    # The E4 writes whole counts; they stay float64 as in the dataset.
+    acc_wrist = np.round(acc_g * _ACC_COUNTS_PER_G)
+
+    # BVP at 64 Hz: rate-dependent baseline and amplitude, pulses delayed by the transit time.
+    pulse_phase = np.interp(time_bvp - _PULSE_TRANSIT_SECONDS, time_bvp, cardiac_phase)
+    rise_bpm = heart_rate_bvp - resting_bpm
+    baseline_gain = rng.uniform(0.6, 1.0)
+    perfusion = np.exp(_ornstein_uhlenbeck(rng, time_slow.size, 1 / rate_slow, 300.0, 0.1))
+    amplitude = rng.uniform(60.0, 100.0) * np.interp(time_bvp, time_slow, perfusion)
+    amplitude *= np.clip(1.0 - 0.006 * rise_bpm, 0.3, 1.3)
+    drift = np.interp(
+        time_bvp, time_slow, _ornstein_uhlenbeck(rng, time_slow.size, 1 / rate_slow, 200.0, 5.0)
+    )
+    breathing = 3.0 * np.sin(2 * np.pi * 0.25 * time_bvp + rng.uniform(0, 2 * np.pi))
+    motion_bvp = np.interp(time_bvp, time_acc, motion[:, 0] + 0.5 * motion[:, 1])
+    bvp = amplitude * _ppg_pulse(np.mod(pulse_phase, 1.0)) + baseline_gain * rise_bpm + drift
+    bvp += breathing + motion_artifact_scale * 150.0 * motion_bvp
+    bvp += rng.normal(0.0, 2.0, size=bvp.size)
+
+    # EDA (microsiemens) and skin temperature (degrees C) at 4 Hz.
+    arousal = _lag(intensity_slow / 0.4, 1 / rate_slow, 60.0)
+    tonic = rng.uniform(0.3, 2.0) * np.exp(
+        0.4 * arousal + _ornstein_uhlenbeck(rng, time_slow.size, 1 / rate_slow, 600.0, 0.2)
+    )
+    response_rate = (0.01 + 0.08 * intensity_slow / 0.4) / rate_slow  # per sample
+    impulses = (rng.random(time_slow.size) < response_rate) * rng.exponential(0.15, time_slow.size)
+    rise, fall = np.exp(-1 / (rate_slow * 0.75)), np.exp(-1 / (rate_slow * 4.0))
+    phasic = scipy_signal.lfilter([1.0], [1.0, -fall], impulses) - scipy_signal.lfilter(
+        [1.0], [1.0, -rise], impulses
+    )
+    eda = np.maximum(tonic + phasic + rng.normal(0.0, 0.005, time_slow.size), 0.01)
+    temperature_target = rng.uniform(32.0, 34.5) - 1.5 * _OUTDOOR[activity]
+    temperature = _lag(temperature_target, 1 / rate_slow, 400.0)
+    temperature += _ornstein_uhlenbeck(rng, time_slow.size, 1 / rate_slow, 120.0, 0.1)
+    temperature += rng.normal(0.0, 0.02, time_slow.size)
+
+    chest: dict[str, np.ndarray] = {}
+    if include_chest:
+        chest_duration = duration_s if chest_seconds is None else min(chest_seconds, duration_s)
+        time_chest = np.arange(int(round(chest_duration * CHEST_RATE_HZ))) / CHEST_RATE_HZ
+        phase_chest = np.interp(time_chest, time_bvp, cardiac_phase)
+        intensity_chest = np.interp(time_chest, time_slow, intensity_slow)
+        breathing_rate = 0.25 + 0.15 * np.interp(time_chest, time_slow, arousal)
+        breathing_phase = 2 * np.pi * np.cumsum(breathing_rate / CHEST_RATE_HZ)
+        motion_chest = np.stack(
+            [np.interp(time_chest, time_acc, motion[:, axis]) for axis in range(3)], axis=1
+        )
+        chest_posture = np.array([0.95, -0.05, -0.3])
+        chest_noise = rng.standard_normal((time_chest.size, 3))
+        chest = {
+            "ACC": chest_posture + 0.5 * motion_chest + 0.005 * chest_noise,
+            "ECG": (
+                _ecg_beat(np.mod(phase_chest, 1.0))
+                + 0.05 * np.sin(breathing_phase)
+                + rng.normal(0.0, 0.02, time_chest.size)
+            )[:, np.newaxis],
+            "EMG": (rng.standard_normal(time_chest.size) * 0.005 * (1 + 10 * intensity_chest))[
+                :, np.newaxis
+            ],
+            "EDA": (1.5 * np.interp(time_chest, time_slow, eda))[:, np.newaxis],
+            "Temp": (np.interp(time_chest, time_slow, temperature) + 1.5)[:, np.newaxis],
+            "Resp": (2.0 * np.sin(breathing_phase) * (1 + 0.5 * intensity_chest))[:, np.newaxis],
+        }
+
+    return {
+        "signal": {
+            "wrist": {
+                "ACC": acc_wrist,
+                "BVP": bvp[:, np.newaxis],
+                "EDA": eda[:, np.newaxis],
+                "TEMP": temperature[:, np.newaxis],
+            },
+            "chest": chest,
+        },
+        "label": label,
+        "activity": activity.astype(np.float64)[:, np.newaxis],
+        "questionnaire": questionnaire,
+        "rpeaks": rpeaks,
+        "subject": f"S{seed}" if name is None else name,
+    }
+
+
+def _to_bytes_keys(value: Any) -> Any:
+    """Turns dict keys and str values into latin-1 bytes, as Python 2 pickles read as bytes give."""
+    if isinstance(value, Mapping):
+        return {_to_bytes_keys(key): _to_bytes_keys(item) for key, item in value.items()}
+    if isinstance(value, str):
+        return value.encode("latin1")
+    return value
+
+
+def save_ppg_dalia_subject(
+    subject: Mapping, path: str | os.PathLike, bytes_keys: bool = False
+) -> None:
+    """Writes a subject dict as a protocol-2 pickle, readable by ``load_ppg_dalia_subject``.
+
+    Args:
+        subject: Subject dict in the PPG-DaLiA layout (from ``synthetic_ppg_subject`` or the
+            loader); it is checked first.
+        path: Destination file (its folder must exist); an existing file is replaced.
+        bytes_keys: If True, dict keys and string values are written as bytes, as Python 2
+            files look when unpickled with ``encoding="bytes"`` (for testing the loader).
+
+    Raises:
+        PPGDaliaFormatError: (a ValueError) If ``subject`` lacks part of the layout.
+        FileNotFoundError: If the folder of ``path`` does not exist.
+    """
+    checked = normalize_ppg_dalia_subject(subject)
+    payload = _to_bytes_keys(checked) if bytes_keys else checked
+    with open(os.fspath(path), "wb") as file:
+        pickle.dump(payload, file, protocol=2)
