@@ -355,7 +355,10 @@ def _user_epsilon(
             # Group delta cannot be brought down to user_delta: no finite bound this way.
             return math.inf
     root = optimize.brentq(excess_log_delta, lower, upper, xtol=1e-10, rtol=1e-12)
-    # brentq may land just above the root; step to the bracket side that meets the budget.
+    # brentq may land a rounding error above the root: step down until the budget is met.
+    step = 1e-9
+    while excess_log_delta(root) > 0 and root - step > lower:
+        root, step = root - step, step * 4
     if excess_log_delta(root) > 0:
         root = lower
     return max_examples_per_user * example_epsilon(root)
