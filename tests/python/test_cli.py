@@ -1,0 +1,102 @@
+"""The pydp-r command line: prints what the Python API computes; bad input exits 2 cleanly."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from pydp_r.accounting import compute_epsilon, compute_noise_multiplier, privacy_statement
+from pydp_r.cli import main
+
+MNIST = ["--n", "60000", "--batch-size", "256", "--epochs", "60", "--delta", "1e-5"]
+
+
+def run(capsys, *argv):
+    status = main(list(argv))
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def test_epsilon_prints_compute_epsilon(capsys):
+    status, out, err = run(capsys, "epsilon", *MNIST, "--noise-multiplier", "1.1")
+    assert status == 0 and err == ""
+    assert float(out) == compute_epsilon(60000, 256, 1.1, 60, 1e-5)
+
+
+def test_epsilon_options_reach_the_accountant(capsys):
+    _, pld, _ = run(capsys, "epsilon", *MNIST, "--noise-multiplier", "1.1", "--accountant", "pld")
+    assert float(pld) == compute_epsilon(60000, 256, 1.1, 60, 1e-5, accountant="pld")
+    _, micro, _ = run(capsys, "epsilon", *MNIST, "--noise-multiplier", "1.1", "--microbatching")
+    assert float(micro) == compute_epsilon(60000, 256, 1.1, 60, 1e-5, used_microbatching=True)
+    assert float(pld) < float(micro)
+
+
+def test_noise_prints_compute_noise_multiplier(capsys):
+    status, out, _ = run(capsys, "noise", *MNIST, "--target-epsilon", "3")
+    assert status == 0
+    assert float(out) == compute_noise_multiplier(60000, 256, 3.0, 60, 1e-5)
+    assert compute_epsilon(60000, 256, float(out), 60, 1e-5) <= 3
+
+
+def test_statement_prints_privacy_statement(capsys):
+    argv = ["statement", "--n", "1000", "--batch-size", "50", "--epochs", "3", "--delta", "1e-5"]
+    status, out, _ = run(capsys, *argv, "--noise-multiplier", "1.5", "--max-examples-per-user", "2")
+    assert status == 0
+    assert out == privacy_statement(1000, 50, 1.5, 3, 1e-5, max_examples_per_user=2)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["epsilon", *MNIST[:2], "--batch-size", "70000", *MNIST[4:], "--noise-multiplier", "1"],
+         "batch_size must be an integer in [1, n] = [1, 60000]; received 70000"),
+        (["epsilon", *MNIST, "--noise-multiplier", "-1"], "noise_multiplier must be a finite"),
+        (["noise", *MNIST, "--target-epsilon", "0"], "target_epsilon must be a finite number > 0"),
+        (["epsilon", *MNIST[:-1], "2", "--noise-multiplier", "1"], "delta must be a number in"),
+        (["noise", "--n", "10", "--batch-size", "10", "--epochs", "100", "--delta", "1e-5",
+          "--target-epsilon", "0.001"], "unreachable"),
+    ],
+)  # fmt: skip
+def test_bad_values_exit_2_with_the_message(capsys, argv, message):
+    status, out, err = run(capsys, *argv)
+    assert status == 2 and out == ""
+    assert message in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["epsilon", *MNIST],  # --noise-multiplier missing
+        ["epsilon", *MNIST, "--noise-multiplier", "x"],
+        ["epsilon", *MNIST, "--noise-multiplier", "1", "--accountant", "moments"],
+        ["audit-everything"],
+    ],
+)
+def test_malformed_command_lines_exit_2(capsys, argv):
+    status, out, err = run(capsys, *argv)
+    assert status == 2 and out == ""
+    assert "usage: pydp-r" in err
+
+
+def test_help_exits_0(capsys):
+    status, out, _ = run(capsys, "epsilon", "--help")
+    assert status == 0 and "--noise-multiplier" in out and "--accountant" in out
+
+
+def test_installed_entry_point_exit_codes():
+    # The real process: the exit status reaches the shell and no traceback is printed.
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    command = [sys.executable, "-m", "pydp_r.cli", "epsilon", *MNIST]
+    good = subprocess.run(
+        [*command, "--noise-multiplier", "1.1"], capture_output=True, text=True, env=env
+    )
+    assert good.returncode == 0
+    assert float(good.stdout) == pytest.approx(compute_epsilon(60000, 256, 1.1, 60, 1e-5))
+    bad = subprocess.run(
+        [*command, "--noise-multiplier", "-2"], capture_output=True, text=True, env=env
+    )
+    assert bad.returncode == 2 and bad.stdout == ""
+    assert "noise_multiplier" in bad.stderr and "Traceback" not in bad.stderr
