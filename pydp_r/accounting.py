@@ -155,6 +155,10 @@ def compute_epsilon(
 ) -> float:
     """Epsilon of DP-SGD with Poisson sampling, example-level add-or-remove adjacency.
 
+    Poisson sampling is what `pydp_r.data.sampling.poisson_batches` feeds `fit()`; ordinary
+    shuffled batches are not Poisson sampled, so for them this number is an optimistic
+    estimate (`privacy_statement` also gives the bound that holds for them).
+
     Args:
         n: Number of training examples, integer >= 1.
         batch_size: Expected examples per step, integer in [1, n]; the sampling rate is

@@ -116,6 +116,7 @@ def poisson_batches(
     weight 0, which add nothing to the loss or to the clipped gradient sum. The shapes never
     change, so `fit()` traces its step once. Every iteration over the dataset (every epoch of
     `fit()`) draws fresh batches; the whole sequence of epochs is reproducible from `seed`.
+    Pass `shuffle=False` to `fit()` (a dataset is not shuffled by Keras anyway).
 
     If a draw selects more than `max_batch_size` examples, a uniformly random
     `max_batch_size` of them are kept and the rest dropped. That slightly changes the
