@@ -153,10 +153,10 @@ def synthetic_ppg_subject(
     heart rate over each 8 s window, every 2 s, as in the dataset.
 
     What survives 2 s averaging (and differs from the real E4). A pulse train averages to a
-    constant, so two physiologically motivated effects carry the rate into 2 s means: the BVP
-    baseline rises with heart rate (about 0.6-1 unit per bpm, plus slow drift), and the pulse
-    amplitude falls as the rate rises (vasoconstriction). The real E4 BVP is band-pass filtered and
-    its 2 s mean carries much less. Wrist motion (rhythmic at stairs, cycling and walking,
+    constant, so two physiologically motivated effects carry the rate into 2 s means: as the rate
+    rises with effort, vasoconstriction lowers the BVP baseline (0.8-1.2 units per bpm, plus a slow
+    random drift of about 6 units) and shrinks the pulse amplitude (0.6 % per bpm). The real E4
+    BVP is band-pass filtered and its 2 s mean carries much less. Wrist motion (rhythmic at stairs, cycling and walking,
     irregular otherwise) has an impact-like one-sided part, so its 2 s mean tracks motion
     intensity, which drives the heart rate; arm posture (the gravity direction) differs per
     activity. Motion also leaks into the BVP (motion artefacts). EDA (tonic level plus skin
@@ -273,16 +273,16 @@ def synthetic_ppg_subject(
     # BVP at 64 Hz: rate-dependent baseline and amplitude, pulses delayed by the transit time.
     pulse_phase = np.interp(time_bvp - _PULSE_TRANSIT_SECONDS, time_bvp, cardiac_phase)
     rise_bpm = heart_rate_bvp - resting_bpm
-    baseline_gain = rng.uniform(0.6, 1.0)
+    baseline_gain = rng.uniform(0.8, 1.2)
     perfusion = np.exp(_ornstein_uhlenbeck(rng, time_slow.size, 1 / rate_slow, 300.0, 0.1))
     amplitude = rng.uniform(60.0, 100.0) * np.interp(time_bvp, time_slow, perfusion)
     amplitude *= np.clip(1.0 - 0.006 * rise_bpm, 0.3, 1.3)
     drift = np.interp(
-        time_bvp, time_slow, _ornstein_uhlenbeck(rng, time_slow.size, 1 / rate_slow, 200.0, 5.0)
+        time_bvp, time_slow, _ornstein_uhlenbeck(rng, time_slow.size, 1 / rate_slow, 200.0, 6.0)
     )
     breathing = 3.0 * np.sin(2 * np.pi * 0.25 * time_bvp + rng.uniform(0, 2 * np.pi))
     motion_bvp = np.interp(time_bvp, time_acc, motion[:, 0] + 0.5 * motion[:, 1])
-    bvp = amplitude * _ppg_pulse(np.mod(pulse_phase, 1.0)) + baseline_gain * rise_bpm + drift
+    bvp = amplitude * _ppg_pulse(np.mod(pulse_phase, 1.0)) - baseline_gain * rise_bpm + drift
     bvp += breathing + motion_artifact_scale * 150.0 * motion_bvp
     bvp += rng.normal(0.0, 2.0, size=bvp.size)
 
