@@ -156,13 +156,16 @@ def synthetic_ppg_subject(
     constant, so two physiologically motivated effects carry the rate into 2 s means: as the rate
     rises with effort, vasoconstriction lowers the BVP baseline (0.8-1.2 units per bpm, plus a slow
     random drift of about 6 units) and shrinks the pulse amplitude (0.6 % per bpm). The real E4
-    BVP is band-pass filtered and its 2 s mean carries much less. Wrist motion (rhythmic at stairs, cycling and walking,
-    irregular otherwise) has an impact-like one-sided part, so its 2 s mean tracks motion
-    intensity, which drives the heart rate; arm posture (the gravity direction) differs per
-    activity. Motion also leaks into the BVP (motion artefacts). EDA (tonic level plus skin
-    conductance responses that become more frequent with effort) and skin temperature (cooler
-    outdoors, slow) drift slowly. A 1-D convnet on 12 steps of 2 s means can therefore beat the
-    training-mean predictor clearly; it is a test bed, not a physiological model.
+    BVP is band-pass filtered and its 2 s mean carries much less. Wrist motion (rhythmic at
+    stairs, cycling and walking, irregular otherwise) has an impact-like one-sided part, so its
+    2 s mean tracks motion intensity, which drives the heart rate; arm posture (the gravity
+    direction) differs per activity. Motion also leaks into the BVP (motion artefacts), so the
+    PPG's spectral peak gives the rate in calm activities but not while walking. EDA (tonic level
+    plus skin conductance responses that become more frequent with effort) and skin temperature
+    (cooler outdoors) drift slowly. The walkthrough's convnet on 12 steps of 2 s means reaches a
+    test MAE of about 3-4 bpm after 20 epochs (seeds 0 and 1), against 13 and 5.5 bpm for the
+    training mean: easier than the real S1 (about 6 bpm). It is a test bed, not a physiological
+    model.
 
     Args:
         n_labels: Number of heart-rate labels, integer >= 1. The recording lasts
