@@ -2,7 +2,8 @@
 
 ``average_and_make_sequences`` is the walkthrough's pre-processing step (window means, then
 sliding sequences); ``heart_rate_datasets`` builds its training and test sets for one subject and
-``leave_one_subject_out`` for a folder of subjects.
+``leave_one_subject_out`` for a folder of subjects. ``poisson_batches`` samples batches the
+way the privacy accountant assumes.
 """
 
 from pydp_r.data.heart_rate import (
@@ -19,6 +20,7 @@ from pydp_r.data.ppg_dalia import (
     load_ppg_dalia_subject,
     normalize_ppg_dalia_subject,
 )
+from pydp_r.data.sampling import poisson_batch_size_bound, poisson_batches
 from pydp_r.data.sequences import average_and_make_sequences, average_windows, sliding_sequences
 from pydp_r.data.synthetic import save_ppg_dalia_subject, synthetic_ppg_subject
 
@@ -35,6 +37,8 @@ __all__ = [
     "leave_one_subject_out",
     "load_ppg_dalia_subject",
     "normalize_ppg_dalia_subject",
+    "poisson_batch_size_bound",
+    "poisson_batches",
     "save_ppg_dalia_subject",
     "sliding_sequences",
     "synthetic_ppg_subject",
