@@ -5,7 +5,7 @@ Swap the optimizer to train privately::
     model.compile(optimizer=pydp_r.DPAdam(l2_norm_clip=1.0, noise_multiplier=1.1), loss="mse")
 """
 
-from pydp_r import _keras_compat
+from pydp_r import _keras_compat, data
 from pydp_r import train_step as _train_step
 from pydp_r.accounting import (
     compute_dp_sgd_privacy,
@@ -48,6 +48,7 @@ __all__ = [
     "PrivacyBudget",
     "__version__",
     "compute_dp_sgd_privacy",
+    "data",
     "compute_epsilon",
     "compute_noise_multiplier",
     "make_dp_optimizer_class",
