@@ -39,5 +39,5 @@ def test_baseline_is_the_mae_of_the_training_mean(demo_results):
     x_train, y_train, x_test, y_test = pydp_r.data.heart_rate_arrays(
         pydp_r.data.synthetic_ppg_subject(seed=0)
     )
-    expected = float(abs(y_test - y_train.mean()).mean())
+    expected = float(abs(y_test - y_train.mean()).mean())  # every training label
     assert results["baseline_mae_bpm"] == pytest.approx(expected, rel=1e-3)
