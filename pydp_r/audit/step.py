@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from typing import Any
 
 import keras
@@ -179,68 +180,62 @@ def _projection(vectors: list, direction: list) -> tf.Tensor:
     return tf.add_n([tf.reduce_sum(v * d) for v, d in zip(vectors, direction, strict=True)])
 
 
-def _scores_from_gradients(
-    optimizer: Any, model: keras.Model, x: np.ndarray, y: np.ndarray, direction: list, trials: int
-) -> np.ndarray:
-    """`trials` runs of `optimizer.compute_dp_gradients` on one batch, projected on `direction`."""
-    variables = model.trainable_variables
-    inputs = (tf.constant(x), tf.constant(y))
+def _trial_runner(
+    optimizer: Any, model: keras.Model, direction: list, trials: int, mode: str
+) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """A function running `trials` independent DP steps on a batch `(x, y)`, returning scores.
+
+    "gradients": `optimizer.compute_dp_gradients`, projected on `direction`. "train_step":
+    the DP training step `fit()` uses, from the same weights and optimizer state every trial
+    (both restored after each), the weight update projected on `-direction`. One traced
+    `tf.function` serves both batches.
+    """
+    weights = model.trainable_variables
+    if mode == "train_step":
+        model.compile(optimizer=optimizer, loss="mse")
+        optimizer.build(weights)
+    state = list(weights) + list(optimizer.variables)
+    initial = [tf.constant(v.numpy()) for v in state]
 
     def loss_fn(batch: tuple[tf.Tensor, tf.Tensor]) -> tf.Tensor:
         return _squared_error(model, batch[0], batch[1])
 
+    def one_trial(x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
+        if mode == "gradients":
+            gradients = optimizer.compute_dp_gradients(loss_fn, (x, y), weights)
+            return _projection(gradients, direction)
+        model.train_step((x, y))
+        update = [w - tf.cast(v, w.dtype) for w, v in zip(weights, initial, strict=False)]
+        score = -_projection(update, direction)
+        with tf.control_dependencies([score]):
+            restores = [v.assign(value) for v, value in zip(state, initial, strict=True)]
+        with tf.control_dependencies(restores):
+            return tf.identity(score)
+
     @tf.function(autograph=False)
-    def run() -> tf.Tensor:
+    def run(x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
         def body(index: tf.Tensor, scores: tf.TensorArray) -> tuple[tf.Tensor, tf.TensorArray]:
-            gradients = optimizer.compute_dp_gradients(loss_fn, inputs, variables)
-            return index + 1, scores.write(index, _projection(gradients, direction))
+            return index + 1, scores.write(index, one_trial(x, y))
 
         _, scores = tf.while_loop(
             lambda index, _: index < trials,
             body,
             (tf.constant(0), tf.TensorArray(tf.float32, size=trials)),
+            # One trial at a time: the noise draws then follow the seed in trial order, and
+            # no trial's step overlaps the previous trial's weight restore.
+            parallel_iterations=1,
         )
         return scores.stack()
 
-    try:
-        return run().numpy().astype(np.float64)
-    finally:
-        # The private gradients are never applied: clear the optimizer's "computed, not yet
-        # applied" mark so it keeps refusing aggregated gradients afterwards.
-        optimizers_module._pending_private_gradients().discard(id(optimizer))
+    def scores(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        try:
+            return run(tf.constant(x), tf.constant(y)).numpy().astype(np.float64)
+        finally:
+            # Gradients computed and never applied: clear the optimizer's "computed, not yet
+            # applied" mark so that it keeps refusing aggregated gradients afterwards.
+            optimizers_module._pending_private_gradients().discard(id(optimizer))
 
-
-def _scores_from_train_step(
-    optimizer: Any, model: keras.Model, x: np.ndarray, y: np.ndarray, direction: list, trials: int
-) -> np.ndarray:
-    """`trials` runs of the DP training step `fit()` uses, each from the same weights and
-    optimizer state; the statistic is the weight update projected on `-direction`."""
-    model.compile(optimizer=optimizer, loss="mse")
-    optimizer.build(model.trainable_variables)
-    data = (tf.constant(x), tf.constant(y))
-    weights = model.trainable_variables
-    state = list(weights) + list(optimizer.variables)
-    initial = [tf.constant(v.numpy()) for v in state]
-
-    @tf.function(autograph=False)
-    def run() -> tf.Tensor:
-        def body(index: tf.Tensor, scores: tf.TensorArray) -> tuple[tf.Tensor, tf.TensorArray]:
-            model.train_step(data)
-            update = [w - tf.cast(v, w.dtype) for w, v in zip(weights, initial, strict=False)]
-            score = -_projection(update, direction)
-            with tf.control_dependencies([score]):
-                restores = [v.assign(value) for v, value in zip(state, initial, strict=True)]
-            with tf.control_dependencies(restores):
-                return index + 1, scores.write(index, tf.identity(score))
-
-        _, scores = tf.while_loop(
-            lambda index, _: index < trials,
-            body,
-            (tf.constant(0), tf.TensorArray(tf.float32, size=trials)),
-        )
-        return scores.stack()
-
-    return run().numpy().astype(np.float64)
+    return scores
 
 
 def audit_optimizer_step(
@@ -316,9 +311,9 @@ def audit_optimizer_step(
         seed,
     )
     direction = _canary_direction(model, x_with[-1:], y_with[-1:])
-    run = _scores_from_gradients if mode == "gradients" else _scores_from_train_step
-    scores_without = run(optimizer, model, x_without, y_without, direction, num_trials)
-    scores_with = run(optimizer, model, x_with, y_with, direction, num_trials)
+    run = _trial_runner(optimizer, model, direction, num_trials, mode)
+    scores_without = run(x_without, y_without)
+    scores_with = run(x_with, y_with)
 
     dp_audit = bounds.epsilon_lower_bound(
         scores_without, scores_with, delta, confidence, method="dp"
