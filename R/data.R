@@ -1,0 +1,200 @@
+#' Window averages of a signal, cut into sliding sequences
+#'
+#' The walkthrough's pre-processing step: averages consecutive windows of
+#' `window_size_avg` samples (dropping a trailing partial window), then cuts
+#' the averaged signal into all sequences of `num_timesteps` consecutive steps
+#' (shift 1), as the walkthrough's `dataset_window()` pipeline does.
+#'
+#' @param data The signal (no default): a numeric vector (one feature) or
+#'   matrix (samples x features) of finite values, or a Python array or tensor.
+#' @param window_size_avg Samples per averaging window, a whole number >= 1
+#'   and at most the number of samples (no default). For a signal sampled at
+#'   `f` Hz, `2 * f` gives one value per 2 s, the label rate of PPG-DaLiA.
+#' @param num_timesteps Averaged steps per sequence, a whole number >= 1 and at
+#'   most the number of windows (no default).
+#'
+#' @return A Python `tf.data.Dataset` of float32 tensors of shape
+#'   `(num_timesteps, features)`, one per start step, in order.
+#' @export
+#' @examplesIf pydp_r_available()
+#' acc <- matrix(rnorm(64 * 20 * 3), ncol = 3)  # 20 windows of 32 Hz x 2 s
+#' sequences <- average_and_make_sequences(acc, 64, 12)
+#' sequences$cardinality()
+average_and_make_sequences <- function(data, window_size_avg, num_timesteps) {
+  if (!inherits(data, "python.builtin.object")) {
+    check_signal(data, "data")
+  }
+  check_count(window_size_avg, "window_size_avg")
+  check_count(num_timesteps, "num_timesteps")
+  args <- supplied_args(match.call(expand.dots = FALSE), environment(),
+                        integers = c("window_size_avg", "num_timesteps"))
+  if (!inherits(data, "python.builtin.object")) {
+    args$data <- as_numpy_array(data)
+  }
+  call_core("average_and_make_sequences", args, frame_call(environment()),
+            submodule = "data")
+}
+
+#' Load one PPG-DaLiA subject
+#'
+#' Reads a subject file such as `PPG_FieldStudy/S1/S1.pkl` of the PPG-DaLiA
+#' data set (a Python pickle; unpickling runs code named in the file, so load
+#' only files you trust).
+#'
+#' @param path Path to the subject's `.pkl` file, a string (no default).
+#'
+#' @return A named list: `signal` (`wrist`: `ACC` (n x 3, 32 Hz), `BVP`
+#'   (64 Hz), `EDA` and `TEMP` (4 Hz) as matrices; `chest`: the 700 Hz chest
+#'   signals, or an empty list), `label` (heart rate in bpm, one per 2 s),
+#'   `activity`, `questionnaire`, `rpeaks` and `subject`.
+#' @seealso [synthetic_ppg_subject()] for a stand-in with the same layout,
+#'   [heart_rate_datasets()] to turn a subject into training and test sets.
+#' @export
+#' @examplesIf pydp_r_available() && file.exists("S1.pkl")
+#' s1 <- load_ppg_dalia_subject("S1.pkl")
+#' nrow(s1$signal$wrist$ACC)
+load_ppg_dalia_subject <- function(path) {
+  check_string(path, "path")
+  path <- path.expand(path)
+  if (!file.exists(path) || dir.exists(path)) {
+    argument_error("path", "the path of an existing file", path,
+                   frame_call(environment()))
+  }
+  subject <- call_core("load_ppg_dalia_subject", list(path = path),
+                       frame_call(environment()), submodule = "data",
+                       convert = FALSE)
+  python_to_r(subject)
+}
+
+#' A synthetic PPG-DaLiA subject
+#'
+#' Simulates one subject with the layout, sampling rates and types of the
+#' PPG-DaLiA data set, following its activity protocol, so that the heart-rate
+#' workflow runs without the real data. The heart rate drives the wrist
+#' signals in ways that survive 2 s averaging, so a small convnet can learn it;
+#' it is a test bed, not a physiological model.
+#'
+#' @param n_labels Number of heart-rate labels (one per 2 s), a whole
+#'   number >= 1. Defaults to `4603`, as for subject S1.
+#' @param seed Random seed, a whole number >= 0. Defaults to `0`; the same seed
+#'   gives the same subject.
+#' @param name `NULL` (default: `"S<seed>"`) or a string, the `subject` entry.
+#' @param include_chest Whether to simulate the 700 Hz chest signals. Defaults
+#'   to `TRUE`.
+#' @param chest_seconds Seconds of chest signals to simulate, a number > 0, or
+#'   `NULL` for the whole recording (slow and large). Defaults to `60`.
+#' @param motion_artifact_scale Multiplier of the motion artefacts in the BVP,
+#'   a number >= 0 (0 gives a clean signal). Defaults to `1`.
+#'
+#' @return A named list with the layout described in
+#'   [load_ppg_dalia_subject()].
+#' @export
+#' @examplesIf pydp_r_available()
+#' s1 <- synthetic_ppg_subject(n_labels = 200, include_chest = FALSE)
+#' dim(s1$signal$wrist$ACC)
+#' length(s1$label)
+synthetic_ppg_subject <- function(n_labels = 4603, seed = 0, name = NULL,
+                                  include_chest = TRUE, chest_seconds = 60,
+                                  motion_artifact_scale = 1) {
+  check_count(n_labels, "n_labels")
+  check_count(seed, "seed", min = 0)
+  check_string(name, "name", null_ok = TRUE)
+  check_flag(include_chest, "include_chest")
+  check_number(chest_seconds, "chest_seconds", min = 0, max = Inf,
+               min_open = TRUE, max_open = TRUE, null_ok = TRUE)
+  check_number(motion_artifact_scale, "motion_artifact_scale", min = 0,
+               max = Inf, max_open = TRUE)
+  args <- supplied_args(match.call(expand.dots = FALSE), environment(),
+                        integers = c("n_labels", "seed"))
+  subject <- call_core("synthetic_ppg_subject", args, frame_call(environment()),
+                       submodule = "data", convert = FALSE)
+  python_to_r(subject)
+}
+
+#' Training and test datasets of one subject, as in the walkthrough
+#'
+#' Builds the walkthrough's batched datasets for one subject: the 2 s means of
+#' the wrist signals (ACC x, y, z, BVP, EDA, TEMP) cut into sequences of
+#' `num_timesteps` steps, each labelled with the heart rate of its last step;
+#' labels before `train_max` train, the rest test, with no sequence crossing
+#' the split.
+#'
+#' @param subject The subject (no default): the list returned by
+#'   [load_ppg_dalia_subject()] or [synthetic_ppg_subject()], a Python dict
+#'   with that layout, or the path of a subject's `.pkl` file.
+#' @param train_max First label of the test part, a whole number in
+#'   \[`num_timesteps`, number of labels - `num_timesteps`\]. Defaults to
+#'   `4000`.
+#' @param num_timesteps Steps (2 s each) per sequence, a whole number >= 1.
+#'   Defaults to `12`.
+#' @param batch_size Sequences per batch, a whole number >= 1. Defaults to
+#'   `32`.
+#' @param shuffle Whether to shuffle the training sequences (anew each epoch).
+#'   Defaults to `TRUE`. The test set is never shuffled.
+#' @param seed `NULL` (default: a different order each run) or the shuffle
+#'   seed, a whole number >= 0.
+#' @param standardize Whether to standardize the features with the training
+#'   part's means and standard deviations. Defaults to `FALSE`.
+#' @param drop_remainder Whether the training set drops its last partial batch
+#'   (needed when `num_microbatches` must divide every batch). Defaults to
+#'   `FALSE`.
+#'
+#' @return A list of two Python `tf.data.Dataset` objects, `train` and `test`,
+#'   yielding `(x, y)` batches: x float32 `(batch, num_timesteps, 6)`, y float32
+#'   `(batch, 1)` in bpm. Neither repeats; `fit()` runs the epochs.
+#' @export
+#' @examplesIf pydp_r_available()
+#' s1 <- synthetic_ppg_subject(n_labels = 300, include_chest = FALSE)
+#' datasets <- heart_rate_datasets(s1, train_max = 250, seed = 1)
+#' datasets$train$element_spec
+heart_rate_datasets <- function(subject, train_max = 4000, num_timesteps = 12,
+                                batch_size = 32, shuffle = TRUE, seed = NULL,
+                                standardize = FALSE, drop_remainder = FALSE) {
+  check_subject(subject)
+  check_count(train_max, "train_max")
+  check_count(num_timesteps, "num_timesteps")
+  check_count(batch_size, "batch_size")
+  check_flag(shuffle, "shuffle")
+  check_count(seed, "seed", min = 0, null_ok = TRUE)
+  check_flag(standardize, "standardize")
+  check_flag(drop_remainder, "drop_remainder")
+  args <- supplied_args(
+    match.call(expand.dots = FALSE), environment(),
+    integers = c("train_max", "num_timesteps", "batch_size", "seed")
+  )
+  args$subject <- if (is.character(subject)) {
+    path.expand(subject)
+  } else {
+    r_to_python(subject)
+  }
+  datasets <- call_core("heart_rate_datasets", args, frame_call(environment()),
+                        submodule = "data")
+  names(datasets) <- c("train", "test")
+  datasets
+}
+
+check_signal <- function(x, arg, call = frame_call(parent.frame())) {
+  ok <- is.numeric(x) && length(x) >= 1L &&
+    (is.null(dim(x)) || length(dim(x)) <= 2L) && all(is.finite(x))
+  if (!ok) {
+    argument_error(
+      arg, "a numeric vector or matrix of finite values, or a Python array",
+      x, call
+    )
+  }
+}
+
+check_subject <- function(x, call = frame_call(parent.frame())) {
+  is_path <- is.character(x) && length(x) == 1L && !is.na(x) &&
+    file.exists(path.expand(x)) && !dir.exists(path.expand(x))
+  is_subject_list <- is.list(x) && !is.null(names(x)) &&
+    all(c("signal", "label") %in% names(x))
+  if (!(is_path || is_subject_list || inherits(x, "python.builtin.object"))) {
+    argument_error(
+      "subject",
+      paste("a subject list (with entries signal and label), a Python dict,",
+            "or the path of an existing subject file"),
+      x, call
+    )
+  }
+}

@@ -1,0 +1,44 @@
+test_that("bad callback arguments fail in R, naming the argument", {
+  expect_error(callback_privacy_budget(n = 0, batch_size = 1, delta = 1e-5), "`n`")
+  expect_error(callback_privacy_budget(n = 100, batch_size = 200, delta = 1e-5),
+               "`batch_size`")
+  expect_error(callback_privacy_budget(n = 100, batch_size = 10, delta = 2),
+               "`delta`")
+  expect_error(callback_privacy_budget(n = 100, batch_size = 10, delta = 1e-5,
+                                       target_epsilon = -1),
+               "`target_epsilon` must be a number > 0 or NULL", fixed = TRUE)
+  expect_error(callback_privacy_budget(n = 100, batch_size = 10, delta = 1e-5,
+                                       accountant = 1),
+               "`accountant`")
+})
+
+test_that("callback_privacy_budget() makes pydp_r.PrivacyBudget with integer counts", {
+  skip_if_no_core()
+  budget <- callback_privacy_budget(n = 3989, batch_size = 32, delta = 1e-5,
+                                    target_epsilon = 3)
+  expect_true(reticulate::import_builtins()$isinstance(
+    budget, python_core()$PrivacyBudget
+  ))
+  expect_identical(budget$n, 3989L)
+  expect_identical(budget$batch_size, 32L)
+  expect_identical(budget$target_epsilon, 3)
+})
+
+test_that("in fit() the callback logs the epsilon compute_epsilon() gives", {
+  skip_if_no_core()
+  data <- regression_data(n = 256)
+  model <- linear_model()
+  model$compile(optimizer = optimizer_dp_sgd(l2_norm_clip = 1,
+                                             noise_multiplier = 1.3),
+                loss = "mse")
+  budget <- callback_privacy_budget(n = 256, batch_size = 16, delta = 1e-5)
+  history <- model$fit(float32(data$x), float32(data$y), batch_size = 16L,
+                       epochs = 2L, verbose = 0L, callbacks = list(budget))
+  logged <- unlist(history$history$epsilon)
+  expected <- vapply(1:2, function(epochs) {
+    compute_epsilon(n = 256, batch_size = 16, noise_multiplier = 1.3,
+                    epochs = epochs, delta = 1e-5)
+  }, numeric(1))
+  expect_equal(logged, expected, tolerance = 1e-6)
+  expect_lt(logged[[1]], logged[[2]])
+})

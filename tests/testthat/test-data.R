@@ -1,0 +1,166 @@
+# Window means then all sequences of `num_timesteps` rows, computed in plain R.
+expected_sequences <- function(data, window_size_avg, num_timesteps) {
+  data <- as.matrix(data)
+  windows <- nrow(data) %/% window_size_avg
+  averaged <- t(vapply(seq_len(windows), function(i) {
+    rows <- ((i - 1) * window_size_avg + 1):(i * window_size_avg)
+    colMeans(data[rows, , drop = FALSE])
+  }, numeric(ncol(data))))
+  if (ncol(data) == 1L) averaged <- t(averaged)
+  starts <- seq_len(windows - num_timesteps + 1)
+  out <- array(0, dim = c(length(starts), num_timesteps, ncol(data)))
+  for (s in starts) out[s, , ] <- averaged[s:(s + num_timesteps - 1), ]
+  out
+}
+
+dataset_as_array <- function(dataset) {
+  as_r_array(reticulate::iter_next(reticulate::as_iterator(dataset$batch(100000L))))
+}
+
+first_batch <- function(dataset) {
+  reticulate::iter_next(reticulate::as_iterator(dataset))
+}
+
+batch_rows <- function(dataset) {
+  unlist(reticulate::iterate(dataset, function(batch) nrow(as_r_array(batch[[2]]))))
+}
+
+test_that("bad data arguments fail in R, naming the argument", {
+  expect_error(average_and_make_sequences("signal", 64, 12),
+               "`data` must be a numeric vector or matrix")
+  expect_error(average_and_make_sequences(c(1, NA, 3), 1, 1), "`data`")
+  expect_error(average_and_make_sequences(array(0, c(2, 2, 2)), 1, 1), "`data`")
+  expect_error(average_and_make_sequences(1:10, 0, 1), "`window_size_avg`")
+  expect_error(average_and_make_sequences(1:10, 2, 1.5), "`num_timesteps`")
+  expect_error(load_ppg_dalia_subject(1), "`path` must be a single")
+  expect_error(load_ppg_dalia_subject(file.path(tempdir(), "no-such-S1.pkl")),
+               "`path` must be the path of an existing file")
+  expect_error(load_ppg_dalia_subject(tempdir()), "`path`")
+  expect_error(synthetic_ppg_subject(n_labels = 0), "`n_labels`")
+  expect_error(synthetic_ppg_subject(seed = -1), "`seed` must be a whole number >= 0")
+  expect_error(synthetic_ppg_subject(name = ""), "`name`")
+  expect_error(synthetic_ppg_subject(include_chest = "no"), "`include_chest`")
+  expect_error(synthetic_ppg_subject(chest_seconds = 0), "`chest_seconds`")
+  expect_error(synthetic_ppg_subject(motion_artifact_scale = -1),
+               "`motion_artifact_scale`")
+  expect_error(heart_rate_datasets(42), "`subject` must be a subject list")
+  expect_error(heart_rate_datasets(file.path(tempdir(), "no-such.pkl")), "`subject`")
+  expect_error(heart_rate_datasets(list(a = 1)), "`subject`")
+  subject <- list(signal = list(), label = 1:10)
+  expect_error(heart_rate_datasets(subject, train_max = 0), "`train_max`")
+  expect_error(heart_rate_datasets(subject, num_timesteps = -2), "`num_timesteps`")
+  expect_error(heart_rate_datasets(subject, batch_size = 1.5), "`batch_size`")
+  expect_error(heart_rate_datasets(subject, shuffle = NA), "`shuffle`")
+  expect_error(heart_rate_datasets(subject, seed = -1), "`seed`")
+  expect_error(heart_rate_datasets(subject, standardize = 1), "`standardize`")
+  expect_error(heart_rate_datasets(subject, drop_remainder = "yes"),
+               "`drop_remainder`")
+})
+
+test_that("average_and_make_sequences() on an R matrix matches the averages computed in R", {
+  skip_if_no_core()
+  set.seed(7)
+  acc <- matrix(rnorm((64 * 20 + 10) * 3), ncol = 3)  # 10 rows past the last window
+  # 64 and 12 are R doubles; Python wants integers.
+  sequences <- average_and_make_sequences(acc, 64, 12)
+  expect_identical(as.integer(as_r_array(sequences$cardinality())), 9L)
+  expect_equal(dataset_as_array(sequences), expected_sequences(acc, 64, 12),
+               tolerance = 1e-6)
+})
+
+test_that("a numeric vector is one feature", {
+  skip_if_no_core()
+  set.seed(8)
+  bvp <- rnorm(128 * 15)
+  values <- dataset_as_array(average_and_make_sequences(bvp, 128, 12))
+  expect_identical(dim(values), c(4L, 12L, 1L))
+  expect_equal(values, expected_sequences(bvp, 128, 12), tolerance = 1e-6)
+})
+
+test_that("too few windows for a sequence is Python's ValueError, with its message", {
+  skip_if_no_core()
+  error <- expect_error(average_and_make_sequences(rnorm(64 * 5), 64, 12),
+                        class = "pydpr_python_error")
+  expect_match(conditionMessage(error), "ValueError: num_timesteps must be at most")
+})
+
+test_that("synthetic_ppg_subject() has PPG-DaLiA's layout and equals Python's", {
+  skip_if_no_core()
+  subject <- synthetic_ppg_subject(n_labels = 200, seed = 3, include_chest = FALSE)
+  seconds <- as.integer(2 * (200 - 1) + 8)
+  expect_identical(dim(subject$signal$wrist$ACC), c(seconds * 32L, 3L))
+  expect_identical(nrow(subject$signal$wrist$BVP), seconds * 64L)
+  expect_identical(nrow(subject$signal$wrist$EDA), seconds * 4L)
+  expect_identical(nrow(subject$signal$wrist$TEMP), seconds * 4L)
+  expect_length(subject$label, 200L)
+  expect_length(subject$signal$chest, 0L)
+  expect_identical(subject$subject, "S3")
+  data_module <- reticulate::import("pydp_r.data", convert = FALSE)
+  from_python <- data_module$synthetic_ppg_subject(200L, 3L, include_chest = FALSE)
+  expect_identical(subject$label, as_r_array(from_python$get("label")))
+  expect_identical(subject$signal$wrist$BVP,
+                   as_r_array(from_python$get("signal")$get("wrist")$get("BVP")))
+  other_seed <- synthetic_ppg_subject(n_labels = 200, seed = 4, include_chest = FALSE)
+  expect_false(identical(subject$label, other_seed$label))
+})
+
+test_that("heart_rate_datasets() from an R subject list equals the Python dict's", {
+  skip_if_no_core()
+  subject <- synthetic_ppg_subject(n_labels = 300, include_chest = FALSE)
+  datasets <- heart_rate_datasets(subject, train_max = 250, batch_size = 32,
+                                  shuffle = FALSE)
+  expect_named(datasets, c("train", "test"))
+  expect_identical(sum(batch_rows(datasets$train)), 250L - 12L + 1L)
+  expect_identical(sum(batch_rows(datasets$test)), 300L - 250L - 12L + 1L)
+  expect_identical(max(batch_rows(datasets$train)), 32L)
+
+  data_module <- reticulate::import("pydp_r.data", convert = FALSE)
+  python_subject <- data_module$synthetic_ppg_subject(300L, 0L, include_chest = FALSE)
+  from_dict <- heart_rate_datasets(python_subject, train_max = 250, shuffle = FALSE)
+  ours <- first_batch(datasets$train)
+  theirs <- first_batch(from_dict$train)
+  expect_identical(dim(as_r_array(ours[[1]])), c(32L, 12L, 6L))
+  expect_identical(as_r_array(ours[[1]]), as_r_array(theirs[[1]]))
+  expect_identical(as_r_array(ours[[2]]), as_r_array(theirs[[2]]))
+})
+
+test_that("a seeded shuffle repeats, and drop_remainder drops the partial batch", {
+  skip_if_no_core()
+  subject <- synthetic_ppg_subject(n_labels = 300, include_chest = FALSE)
+  first_labels <- function() {
+    datasets <- heart_rate_datasets(subject, train_max = 250, seed = 11)
+    as_r_array(first_batch(datasets$train)[[2]])
+  }
+  expect_identical(first_labels(), first_labels())
+  dropped <- heart_rate_datasets(subject, train_max = 250, batch_size = 32,
+                                 drop_remainder = TRUE)
+  expect_true(all(batch_rows(dropped$train) == 32L))
+})
+
+test_that("load_ppg_dalia_subject() reads a subject file; heart_rate_datasets() takes its path", {
+  skip_if_no_core()
+  data_module <- reticulate::import("pydp_r.data", convert = FALSE)
+  python_subject <- data_module$synthetic_ppg_subject(300L, 5L, include_chest = FALSE)
+  path <- tempfile(fileext = ".pkl")
+  on.exit(unlink(path))
+  data_module$save_ppg_dalia_subject(python_subject, path)
+
+  loaded <- load_ppg_dalia_subject(path)
+  expect_identical(loaded$label, as_r_array(python_subject$get("label")))
+  wrist <- python_subject$get("signal")$get("wrist")
+  expect_identical(loaded$signal$wrist$ACC, as_r_array(wrist$get("ACC")))
+  expect_identical(loaded$subject, "S5")
+
+  from_path <- heart_rate_datasets(path, train_max = 250, shuffle = FALSE)
+  from_list <- heart_rate_datasets(loaded, train_max = 250, shuffle = FALSE)
+  expect_identical(as_r_array(first_batch(from_path$test)[[1]]),
+                   as_r_array(first_batch(from_list$test)[[1]]))
+})
+
+test_that("an impossible split is Python's ValueError, with its message", {
+  skip_if_no_core()
+  subject <- synthetic_ppg_subject(n_labels = 100, include_chest = FALSE)
+  error <- expect_error(heart_rate_datasets(subject, train_max = 4000),
+                        class = "pydpr_python_error")
+  expect_match(conditionMessage(error), "ValueError: train_max must be in")
+})
