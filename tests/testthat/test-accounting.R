@@ -76,7 +76,7 @@ test_that("more noise gives a smaller epsilon, and no noise gives Inf", {
     compute_epsilon(n = 1000, batch_size = 50, noise_multiplier = noise,
                     epochs = 5, delta = 1e-5)
   }
-  expect_gt(epsilon(0.8), epsilon(1.6))
+  expect_gt(epsilon(1.1), epsilon(2.2))
   expect_identical(suppressWarnings(epsilon(0)), Inf)
 })
 
