@@ -122,7 +122,7 @@ argument_error <- function(arg, what, x, call) {
 # R number such as 32 is a double and Python needs an int there.
 supplied_args <- function(call, env, integers = character(),
                           error_call = frame_call(env)) {
-  given <- setdiff(names(call)[-1L], c("", "..."))
+  given <- setdiff(as.character(names(call)[-1L]), c("", "..."))
   args <- mget(given, envir = env)
   if ("..." %in% names(call)) {
     dots <- eval(quote(list(...)), env)

@@ -7,10 +7,9 @@
 #'
 #' 'reticulate' before 1.38 converts arrays through the C interface of NumPy 1
 #' and fails with NumPy 2, which current TensorFlow installs ("Required version
-#' of NumPy not available"). These functions use that conversion when it works
-#' and otherwise pass the values as a flat Python list (column-major, then
-#' reshaped), so they work with any 'reticulate' and NumPy. pydpr's own
-#' functions convert this way too.
+#' of NumPy not available"). These functions pass the values as a flat Python
+#' list instead (column-major, then reshaped), which works with any
+#' 'reticulate' and NumPy. pydpr's own functions convert this way too.
 #'
 #' @param x For `as_numpy_array()`: a numeric, integer, logical or character
 #'   vector, matrix or array (no default). For `as_r_array()`: a NumPy array,
@@ -41,19 +40,15 @@ as_numpy_array <- function(x, dtype = NULL) {
   }
   check_string(dtype, "dtype", null_ok = TRUE)
   numpy <- reticulate::import("numpy", convert = FALSE)
-  if (native_numpy_conversion()) {
-    array <- reticulate::r_to_py(x)
-  } else {
-    shape <- if (is.null(dim(x))) length(x) else dim(x)
-    values <- as.vector(x)
-    # r_to_py() makes a Python list of a vector, but a scalar of length one.
-    flat <- if (length(values) == 1L) list(values) else values
-    array <- numpy$asarray(reticulate::r_to_py(flat))
-    if (length(values) == 0L) {
-      array <- numpy$asarray(array, dtype = empty_dtype(values))
-    }
-    array <- array$reshape(as.list(as.integer(shape)), order = "F")
+  shape <- if (is.null(dim(x))) length(x) else dim(x)
+  values <- as.vector(x)
+  # r_to_py() makes a Python list of a vector, but a scalar of length one.
+  flat <- if (length(values) == 1L) list(values) else values
+  array <- numpy$asarray(reticulate::r_to_py(flat))
+  if (length(values) == 0L) {
+    array <- numpy$asarray(array, dtype = empty_dtype(values))
   }
+  array <- array$reshape(as.list(as.integer(shape)), order = "F")
   if (!is.null(dtype)) {
     array <- array$astype(dtype)
   }
@@ -67,9 +62,6 @@ as_r_array <- function(x) {
                       frame_call(environment()))
   numpy <- reticulate::import("numpy", convert = FALSE)
   array <- numpy$asarray(x)
-  if (native_numpy_conversion()) {
-    return(reticulate::py_to_r(array))
-  }
   kind <- to_r(array$dtype$kind)
   if (kind %in% c("i", "u")) {
     # Compared in Python: a Python int too large for R would wrap on the way.
@@ -93,22 +85,6 @@ as_r_array <- function(x) {
   dim(values) <- shape
   values
 }
-
-# Whether reticulate can convert arrays itself (checked once per session).
-native_numpy_conversion <- function() {
-  if (is.null(conversion_state$native)) {
-    conversion_state$native <- tryCatch(
-      {
-        reticulate::py_to_r(reticulate::r_to_py(matrix(1:2)))
-        TRUE
-      },
-      error = function(error) FALSE
-    )
-  }
-  conversion_state$native
-}
-
-conversion_state <- new.env(parent = emptyenv())
 
 # py_to_r() for Python objects; R values (already converted) pass unchanged.
 to_r <- function(x) {

@@ -50,6 +50,7 @@ test_that("supplied_args forwards only what the caller gave, with integers coerc
     pydpr:::supplied_args(match.call(expand.dots = FALSE), environment(),
                           integers = "count")
   }
+  expect_identical(f(), structure(list(), names = character(0)))
   expect_identical(f(1), list(a = 1))
   expect_identical(f(1, count = 32), list(a = 1, count = 32L))
   expect_identical(f(a = 1, b = NULL), list(a = 1, b = NULL))

@@ -84,6 +84,15 @@ test_that("too few windows for a sequence is Python's ValueError, with its messa
   expect_match(conditionMessage(error), "ValueError: num_timesteps must be at most")
 })
 
+test_that("synthetic_ppg_subject() with its defaults is subject S1's size", {
+  skip_if_no_core()
+  subject <- synthetic_ppg_subject()
+  expect_length(subject$label, 4603L)
+  expect_identical(nrow(subject$signal$wrist$ACC), (2L * 4602L + 8L) * 32L)
+  expect_identical(nrow(subject$signal$chest$ECG), 60L * 700L)
+  expect_identical(subject$subject, "S0")
+})
+
 test_that("synthetic_ppg_subject() has PPG-DaLiA's layout and equals Python's", {
   skip_if_no_core()
   subject <- synthetic_ppg_subject(n_labels = 200, seed = 3, include_chest = FALSE)
