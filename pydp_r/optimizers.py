@@ -9,6 +9,7 @@ Aggregated gradients handed to a DP optimizer any other way are refused with an 
 
 from __future__ import annotations
 
+import inspect
 import math
 import threading
 import warnings
@@ -85,6 +86,8 @@ class DPOptimizerMixin:
         ValueError: For an argument outside its range.
     """
 
+    _default_name = "dp_optimizer"  # make_dp_optimizer_class sets "dp_" + Keras' own name
+
     def __init__(
         self,
         l2_norm_clip: float,
@@ -104,6 +107,7 @@ class DPOptimizerMixin:
         )
         # Keras counts accumulation as None (off) or >= 2.
         kwargs["gradient_accumulation_steps"] = None if accumulation in (None, 1) else accumulation
+        kwargs.setdefault("name", self._default_name)
         super().__init__(*args, **kwargs)
         self.l2_norm_clip = l2_norm_clip
         self.noise_multiplier = noise_multiplier
@@ -232,10 +236,17 @@ def make_dp_optimizer_class(keras_optimizer_class: type) -> type:
     if issubclass(keras_optimizer_class, DPOptimizerMixin):
         raise ValueError(f"keras_optimizer_class {keras_optimizer_class.__name__} is already DP.")
     name = "DP" + keras_optimizer_class.__name__
+    keras_default_name = inspect.signature(keras_optimizer_class).parameters.get("name")
+    base_name = (
+        keras_default_name.default
+        if keras_default_name is not None and isinstance(keras_default_name.default, str)
+        else keras_optimizer_class.__name__.lower()
+    )
     dp_class = type(
         name,
         (DPOptimizerMixin, keras_optimizer_class),
         {
+            "_default_name": "dp_" + base_name.lower(),
             "__doc__": f"DP-SGD version of `keras.optimizers.{keras_optimizer_class.__name__}`.\n\n"
             + (DPOptimizerMixin.__doc__ or "").split("\n", 1)[1],
             "__module__": __name__,

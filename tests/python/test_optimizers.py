@@ -359,6 +359,12 @@ def test_tf_privacy_aliases_take_its_argument_order():
     assert isinstance(optimizer, keras.optimizers.Adam)
 
 
+def test_default_names_follow_keras_names():
+    names = [cls(1.0, 1.0).name for cls in (pydp_r.DPSGD, pydp_r.DPAdam, pydp_r.DPRMSprop)]
+    assert names == ["dp_sgd", "dp_adam", "dp_rmsprop"]
+    assert pydp_r.DPAdam(1.0, 1.0, name="mine").name == "mine"
+
+
 def test_make_dp_optimizer_class_wraps_any_keras_optimizer():
     dp_lion = pydp_r.make_dp_optimizer_class(keras.optimizers.Lion)
     optimizer = dp_lion(l2_norm_clip=1.0, noise_multiplier=1.0, learning_rate=1e-3)
