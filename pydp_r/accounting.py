@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import math
 import textwrap
-from collections.abc import Callable
 from typing import Any
 
 import dp_accounting
 from scipy import optimize
+
+from pydp_r._checks import check_count, check_real
 
 ACCOUNTANTS = ("rdp", "pld")
 
@@ -35,34 +36,9 @@ MAX_NOISE_MULTIPLIER = 1e5
 _NOISE_RELATIVE_PRECISION = 1e-4
 
 
-def _check_count(name: str, value: Any) -> int:
-    """Positive integer, accepting integral floats (R passes numbers as doubles)."""
-    if isinstance(value, bool):
-        raise ValueError(f"{name} must be a positive integer; received {value!r}.")
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a positive integer; received {value!r}.") from None
-    if not math.isfinite(number) or not number.is_integer() or number < 1:
-        raise ValueError(f"{name} must be a positive integer; received {value!r}.")
-    return int(number)
-
-
-def _check_real(name: str, value: Any, valid: str, ok: Callable[[float], bool]) -> float:
-    if isinstance(value, bool):
-        raise ValueError(f"{name} must be {valid}; received {value!r}.")
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be {valid}; received {value!r}.") from None
-    if math.isnan(number) or not ok(number):
-        raise ValueError(f"{name} must be {valid}; received {value!r}.")
-    return number
-
-
 def _check_n_and_batch_size(n: Any, batch_size: Any) -> tuple[int, int]:
-    n = _check_count("n", n)
-    batch_size = _check_count("batch_size", batch_size)
+    n = check_count("n", n)
+    batch_size = check_count("batch_size", batch_size)
     if batch_size > n:
         raise ValueError(
             f"batch_size must be an integer in [1, n] = [1, {n}]; received {batch_size!r}."
@@ -71,7 +47,7 @@ def _check_n_and_batch_size(n: Any, batch_size: Any) -> tuple[int, int]:
 
 
 def _check_noise_multiplier(noise_multiplier: Any) -> float:
-    return _check_real(
+    return check_real(
         "noise_multiplier",
         noise_multiplier,
         "a finite number >= 0",
@@ -80,17 +56,17 @@ def _check_noise_multiplier(noise_multiplier: Any) -> float:
 
 
 def _check_epochs(epochs: Any) -> float:
-    return _check_real(
+    return check_real(
         "epochs", epochs, "a finite number > 0 (may be fractional)", lambda x: 0 < x < math.inf
     )
 
 
 def _check_delta(delta: Any) -> float:
-    return _check_real("delta", delta, "a number in the open interval (0, 1)", lambda x: 0 < x < 1)
+    return check_real("delta", delta, "a number in the open interval (0, 1)", lambda x: 0 < x < 1)
 
 
 def _check_target_epsilon(target_epsilon: Any) -> float:
-    return _check_real(
+    return check_real(
         "target_epsilon", target_epsilon, "a finite number > 0", lambda x: 0 < x < math.inf
     )
 
@@ -415,7 +391,7 @@ def privacy_statement(
     epochs = _check_epochs(epochs)
     delta = _check_delta(delta)
     if max_examples_per_user is not None:
-        max_examples_per_user = _check_count("max_examples_per_user", max_examples_per_user)
+        max_examples_per_user = check_count("max_examples_per_user", max_examples_per_user)
     effective_noise = noise_multiplier / 2 if used_microbatching else noise_multiplier
     sampling_rate = batch_size / n
     steps = _num_steps(n, batch_size, epochs)

@@ -20,6 +20,7 @@ import keras
 import tensorflow as tf
 
 from pydp_r import clipping
+from pydp_r._checks import check_count, check_real
 
 
 class NoPrivacyWarning(UserWarning):
@@ -47,25 +48,6 @@ def _pending_private_gradients() -> set[int]:
     if not hasattr(_thread_state, "pending"):
         _thread_state.pending = set()
     return _thread_state.pending
-
-
-def _check_positive_finite(name: str, value: Any, allow_zero: bool) -> float:
-    bound = ">= 0" if allow_zero else "> 0"
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a finite number {bound}; received {value!r}.") from None
-    if not math.isfinite(number) or number < 0 or (number == 0 and not allow_zero):
-        raise ValueError(f"{name} must be a finite number {bound}; received {value!r}.")
-    return number
-
-
-def _check_optional_positive_int(name: str, value: Any, minimum: int) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not float(value).is_integer() or int(value) < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum} or None; received {value!r}.")
-    return int(value)
 
 
 class DPOptimizerMixin:
@@ -97,14 +79,20 @@ class DPOptimizerMixin:
         *args: Any,
         **kwargs: Any,
     ) -> None:
-        l2_norm_clip = _check_positive_finite("l2_norm_clip", l2_norm_clip, allow_zero=False)
-        noise_multiplier = _check_positive_finite(
-            "noise_multiplier", noise_multiplier, allow_zero=True
+        l2_norm_clip = check_real(
+            "l2_norm_clip", l2_norm_clip, "a finite number > 0", lambda v: 0 < v < math.inf
         )
-        num_microbatches = _check_optional_positive_int("num_microbatches", num_microbatches, 1)
-        accumulation = _check_optional_positive_int(
-            "gradient_accumulation_steps", gradient_accumulation_steps, 1
+        noise_multiplier = check_real(
+            "noise_multiplier",
+            noise_multiplier,
+            "a finite number >= 0",
+            lambda v: 0 <= v < math.inf,
         )
+        if num_microbatches is not None:
+            num_microbatches = check_count("num_microbatches", num_microbatches)
+        accumulation = gradient_accumulation_steps
+        if accumulation is not None:
+            accumulation = check_count("gradient_accumulation_steps", accumulation)
         # Keras counts accumulation as None (off) or >= 2.
         kwargs["gradient_accumulation_steps"] = None if accumulation in (None, 1) else accumulation
         kwargs.setdefault("name", self._default_name)

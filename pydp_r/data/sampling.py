@@ -18,6 +18,8 @@ import numpy as np
 import tensorflow as tf
 from scipy import stats
 
+from pydp_r._checks import check_count
+
 # Default max_batch_size: a batch overflows it with at most this probability.
 DEFAULT_OVERFLOW_PROBABILITY = 1e-6
 
@@ -38,7 +40,7 @@ def poisson_batch_size_bound(
     Raises:
         ValueError: For an argument outside its range.
     """
-    n = _check_count("n", n)
+    n = check_count("n", n)
     sampling_rate = _check_sampling_rate(sampling_rate)
     if not 0 < float(overflow_probability) < 1:
         raise ValueError(
@@ -52,18 +54,6 @@ def poisson_batch_size_bound(
     while stats.binom.sf(bound, n, sampling_rate) > overflow_probability:
         bound += 1
     return int(min(max(bound, 1), n))
-
-
-def _check_count(name: str, value: Any) -> int:
-    if isinstance(value, bool):
-        raise ValueError(f"{name} must be a positive integer; received {value!r}.")
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a positive integer; received {value!r}.") from None
-    if not math.isfinite(number) or not number.is_integer() or number < 1:
-        raise ValueError(f"{name} must be a positive integer; received {value!r}.")
-    return int(number)
 
 
 def _check_sampling_rate(sampling_rate: Any) -> float:
@@ -179,7 +169,7 @@ def poisson_batches(
     if max_batch_size is None:
         max_batch_size = poisson_batch_size_bound(n, sampling_rate)
     else:
-        max_batch_size = _check_count("max_batch_size", max_batch_size)
+        max_batch_size = check_count("max_batch_size", max_batch_size)
         if max_batch_size > n:
             raise ValueError(
                 f"max_batch_size must be an integer in [1, n] = [1, {n}]; received "
@@ -189,7 +179,7 @@ def poisson_batches(
         # The tolerance keeps floor(1 / 0.01) at 100 despite 1 / 0.01 = 99.999... in floats.
         steps = max(1, math.floor(1 / sampling_rate + 1e-9))
     else:
-        steps = _check_count("steps", steps)
+        steps = check_count("steps", steps)
     if seed is None:
         entropy = np.random.SeedSequence().entropy
     else:
