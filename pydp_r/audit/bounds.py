@@ -22,35 +22,15 @@ import dp_accounting
 import numpy as np
 from scipy import optimize, special, stats
 
+from pydp_r._checks import check_real
+
 
 def _check_probability_open(name: str, value: Any) -> float:
-    if isinstance(value, bool):
-        raise ValueError(
-            f"{name} must be a number in the open interval (0, 1); received {value!r}."
-        )
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"{name} must be a number in the open interval (0, 1); received {value!r}."
-        ) from None
-    if not 0 < number < 1:
-        raise ValueError(
-            f"{name} must be a number in the open interval (0, 1); received {value!r}."
-        )
-    return number
+    return check_real(name, value, "a number in the open interval (0, 1)", lambda x: 0 < x < 1)
 
 
 def _check_positive(name: str, value: Any) -> float:
-    if isinstance(value, bool):
-        raise ValueError(f"{name} must be a finite number > 0; received {value!r}.")
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a finite number > 0; received {value!r}.") from None
-    if not (math.isfinite(number) and number > 0):
-        raise ValueError(f"{name} must be a finite number > 0; received {value!r}.")
-    return number
+    return check_real(name, value, "a finite number > 0", lambda x: 0 < x < math.inf)
 
 
 def _check_scores(name: str, scores: Any, minimum: int) -> np.ndarray:
@@ -360,10 +340,8 @@ def gaussian_delta(noise_multiplier: float, epsilon: float, sensitivity: float =
     """
     noise_multiplier = _check_positive("noise_multiplier", noise_multiplier)
     sensitivity = _check_positive("sensitivity", sensitivity)
-    if isinstance(epsilon, bool) or not (float(epsilon) >= 0 and math.isfinite(float(epsilon))):
-        raise ValueError(f"epsilon must be a finite number >= 0; received {epsilon!r}.")
+    epsilon = check_real("epsilon", epsilon, "a finite number >= 0", lambda x: 0 <= x < math.inf)
     mu = sensitivity / noise_multiplier
-    epsilon = float(epsilon)
     # exp(eps) * Phi(x) in log space, so that large epsilons do not overflow.
     second = math.exp(epsilon + stats.norm.logcdf(-epsilon / mu - mu / 2))
     return max(0.0, float(stats.norm.cdf(-epsilon / mu + mu / 2) - second))

@@ -23,6 +23,8 @@ from typing import Any
 import keras
 import numpy as np
 
+from pydp_r._checks import check_count, check_real
+
 # The experiment's corpus: sentences of these words, some ending in "is" and a random number,
 # so the model learns that digits follow "is " but, without memorizing, not which digits.
 _WORDS = (
@@ -99,12 +101,6 @@ def exposure(
     return -math.log2((lower + 1) / (others.size + 1))
 
 
-def _check_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not float(value).is_integer() or int(value) < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}; received {value!r}.")
-    return int(value)
-
-
 def secret_log_perplexities(
     next_token_log_probs: Callable[[np.ndarray], np.ndarray],
     prefix_tokens: Sequence[int],
@@ -134,8 +130,8 @@ def secret_log_perplexities(
     Raises:
         ValueError: For an argument outside its range.
     """
-    secret_length = _check_int("secret_length", secret_length, 1)
-    context_length = _check_int("context_length", context_length, 1)
+    secret_length = check_count("secret_length", secret_length)
+    context_length = check_count("context_length", context_length)
     if len(prefix_tokens) < context_length:
         raise ValueError(
             f"prefix_tokens must hold at least context_length={context_length} tokens; "
@@ -218,8 +214,8 @@ def make_canary_corpus(
     Raises:
         ValueError: For an argument outside its range or a secret with non-digits.
     """
-    num_sentences = _check_int("num_sentences", num_sentences, 10)
-    num_insertions = _check_int("num_insertions", num_insertions, 0)
+    num_sentences = check_count("num_sentences", num_sentences, 10)
+    num_insertions = check_count("num_insertions", num_insertions, 0)
     if not secret or any(character not in DIGITS for character in secret):
         raise ValueError(f"secret must be a non-empty string of digits; received {secret!r}.")
     rng = np.random.default_rng(seed)
@@ -270,8 +266,8 @@ def canary_exposure_experiment(
     num_insertions: int = 1,
     num_sentences: int = 3000,
     epochs: int = 20,
-    batch_size: int = 128,
-    noise_multiplier: float = 1.0,
+    batch_size: int = 256,
+    noise_multiplier: float = 0.7,
     l2_norm_clip: float = 1.0,
     learning_rate: float | None = None,
     secret_length: int = 5,
@@ -314,11 +310,12 @@ def canary_exposure_experiment(
     from pydp_r import accounting
     from pydp_r.optimizers import DPAdam
 
-    num_insertions = _check_int("num_insertions", num_insertions, 1)
-    epochs = _check_int("epochs", epochs, 1)
-    batch_size = _check_int("batch_size", batch_size, 1)
-    secret_length = _check_int("secret_length", secret_length, 1)
-    context_length = _check_int("context_length", context_length, 1)
+    num_insertions = check_count("num_insertions", num_insertions)
+    epochs = check_count("epochs", epochs)
+    batch_size = check_count("batch_size", batch_size)
+    secret_length = check_count("secret_length", secret_length)
+    context_length = check_count("context_length", context_length)
+    delta = check_real("delta", delta, "a number in the open interval (0, 1)", lambda x: 0 < x < 1)
     if secret_length > 6:
         raise ValueError(f"secret_length must be an integer in [1, 6]; received {secret_length}.")
     if context_length > len(CANARY_PREFIX):

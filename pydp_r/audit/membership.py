@@ -23,6 +23,7 @@ import keras
 import numpy as np
 from scipy import stats
 
+from pydp_r._checks import check_count, check_real
 from pydp_r.audit import bounds
 
 
@@ -134,8 +135,7 @@ def per_example_losses(
     Raises:
         ValueError: For a loss that cannot be resolved or mismatched lengths.
     """
-    if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
-        raise ValueError(f"batch_size must be an integer >= 1; received {batch_size!r}.")
+    batch_size = check_count("batch_size", batch_size)
     loss_fn = _loss_function(model, loss)
     x_array, y_array = np.asarray(x), np.asarray(y)
     if x_array.shape[0] != y_array.shape[0] or x_array.shape[0] < 1:
@@ -281,15 +281,17 @@ def membership_inference_experiment(
     from pydp_r import accounting
     from pydp_r.optimizers import DPAdam
 
-    for name, value, minimum in (
-        ("num_members", num_members, 8),
-        ("num_features", num_features, 1),
-        ("batch_size", batch_size, 1),
-    ):
-        if isinstance(value, bool) or int(value) != value or value < minimum:
-            raise ValueError(f"{name} must be an integer >= {minimum}; received {value!r}.")
-    if not 0 <= label_noise < 0.5:
-        raise ValueError(f"label_noise must be in [0, 0.5); received {label_noise!r}.")
+    num_members = check_count("num_members", num_members, 8)
+    num_features = check_count("num_features", num_features)
+    batch_size = check_count("batch_size", batch_size)
+    if batch_size > num_members:
+        raise ValueError(
+            f"batch_size must be an integer in [1, num_members] = [1, {num_members}]; "
+            f"received {batch_size!r}."
+        )
+    label_noise = check_real("label_noise", label_noise, "in [0, 0.5)", lambda x: 0 <= x < 0.5)
+    if epochs is not None:
+        epochs = check_count("epochs", epochs)
     if epochs is None:
         epochs = 30 if private else 200
     rng = np.random.default_rng(seed)

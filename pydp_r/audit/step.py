@@ -29,6 +29,7 @@ import numpy as np
 import tensorflow as tf
 
 from pydp_r import optimizers as optimizers_module
+from pydp_r._checks import check_count, check_real
 from pydp_r.audit import bounds
 
 MODES = ("gradients", "train_step")
@@ -46,7 +47,9 @@ class StepAudit:
         epsilon_lower_bound: The larger of the two bounds.
         ratio: `epsilon_lower_bound / claimed_epsilon`; near 1 for a tight correct optimizer,
             above 1 when the optimizer leaks more than claimed.
-        passed: True when `epsilon_lower_bound <= claimed_epsilon`.
+        passed: True when `epsilon_lower_bound <= claimed_epsilon`. Each of the two bounds
+            holds with probability `confidence`, so a correct optimizer fails with
+            probability at most `2 * (1 - confidence)` (for a given seed, always the same).
         scores_without: The statistic in every trial without the canary.
         scores_with: The statistic in every trial with the canary.
         noise_multiplier: The optimizer's noise multiplier.
@@ -93,12 +96,6 @@ class StepAudit:
             ),
         ]
         return "\n".join(lines)
-
-
-def _check_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not float(value).is_integer() or int(value) < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}; received {value!r}.")
-    return int(value)
 
 
 def _clone_optimizer(optimizer: Any) -> Any:
@@ -276,19 +273,20 @@ def audit_optimizer_step(
     Raises:
         ValueError: For an argument outside its range.
     """
-    num_trials = _check_int("num_trials", num_trials, 8)
-    num_features = _check_int("num_features", num_features, 1)
-    batch_size = _check_int("batch_size", batch_size, 2)
-    seed = _check_int("seed", seed, 0)
+    num_trials = check_count("num_trials", num_trials, 8)
+    num_features = check_count("num_features", num_features)
+    batch_size = check_count("batch_size", batch_size, 2)
+    seed = check_count("seed", seed, 0)
+    delta = bounds._check_probability_open("delta", delta)
+    confidence = bounds._check_probability_open("confidence", confidence)
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}; received {mode!r}.")
-    if isinstance(canary_gradient_norm, bool) or not (
-        math.isfinite(float(canary_gradient_norm)) and float(canary_gradient_norm) > 1
-    ):
-        raise ValueError(
-            f"canary_gradient_norm must be a finite number > 1 (in units of l2_norm_clip); "
-            f"received {canary_gradient_norm!r}."
-        )
+    canary_gradient_norm = check_real(
+        "canary_gradient_norm",
+        canary_gradient_norm,
+        "a finite number > 1 (in units of l2_norm_clip)",
+        lambda x: 1 < x < math.inf,
+    )
     optimizer = _clone_optimizer(optimizer)
     num_microbatches = optimizer.num_microbatches
     if num_microbatches is not None and batch_size % num_microbatches != 0:
@@ -306,7 +304,7 @@ def audit_optimizer_step(
         num_features,
         batch_size,
         optimizer.l2_norm_clip,
-        float(canary_gradient_norm),
+        canary_gradient_norm,
         sensitivity == 2.0,
         seed,
     )

@@ -77,7 +77,14 @@ def test_corpus_holds_the_canary_exactly_as_often_as_inserted():
 
 
 def test_one_canary_is_memorized_without_dp_and_not_with_dp():
-    settings = {"num_insertions": 1, "num_sentences": 800, "epochs": 15, "seed": 0}
+    settings = {
+        "num_insertions": 1,
+        "num_sentences": 800,
+        "epochs": 15,
+        "batch_size": 128,
+        "noise_multiplier": 1.0,
+        "seed": 0,
+    }
     non_private = canary.canary_exposure_experiment(False, **settings)
     private = canary.canary_exposure_experiment(True, **settings)
     assert non_private.max_exposure == pytest.approx(math.log2(10**5))
