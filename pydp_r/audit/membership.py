@@ -21,6 +21,7 @@ from typing import Any
 
 import keras
 import numpy as np
+import tensorflow as tf
 from scipy import stats
 
 from pydp_r._checks import check_count, check_real
@@ -148,16 +149,25 @@ def per_example_losses(
     return values.reshape(x_array.shape[0], -1).mean(axis=1)
 
 
-def _check_pair(name: str, value: Any) -> tuple[Any, Any]:
+def _as_arrays(name: str, value: Any) -> tuple[np.ndarray, np.ndarray]:
+    """`(x, y)` arrays from a pair or from a `tf.data.Dataset` of `(x, y)` batches."""
+    if isinstance(value, tf.data.Dataset):
+        batches = [(np.asarray(x), np.asarray(y)) for x, y in value.as_numpy_iterator()]
+        if not batches:
+            raise ValueError(f"{name} must hold at least one example; received an empty dataset.")
+        return np.concatenate([x for x, _ in batches]), np.concatenate([y for _, y in batches])
     if not (isinstance(value, (tuple, list)) and len(value) == 2):
-        raise ValueError(f"{name} must be a pair (x, y); received {type(value).__name__}.")
-    return value[0], value[1]
+        raise ValueError(
+            f"{name} must be a pair (x, y) or a tf.data.Dataset of (x, y) batches; received "
+            f"{type(value).__name__}."
+        )
+    return np.asarray(value[0]), np.asarray(value[1])
 
 
 def membership_inference(
     model: keras.Model,
-    members: tuple[Any, Any],
-    non_members: tuple[Any, Any],
+    members: Any,
+    non_members: Any,
     delta: float,
     loss: Any = None,
     confidence: float = 0.95,
@@ -168,9 +178,11 @@ def membership_inference(
 
     Args:
         model: The trained Keras model (single output).
-        members: `(x, y)` of training examples, at least 8.
-        non_members: `(x, y)` of examples not trained on, at least 8; ideally from the same
-            distribution as the members.
+        members: Training examples, at least 8: a pair `(x, y)` of arrays, or a
+            `tf.data.Dataset` yielding `(x, y)` batches (e.g. the training set of
+            `pydp_r.data.heart_rate_datasets(..., shuffle=False)`).
+        non_members: Examples not trained on, at least 8, in the same forms; ideally from
+            the same distribution as the members.
         delta: Delta of the implied bound, in (0, 1).
         loss: As in `per_example_losses` (default: the model's compiled loss).
         confidence: Probability with which the implied bound holds (under the module's
@@ -186,8 +198,8 @@ def membership_inference(
         ValueError: For an argument outside its range.
     """
     delta = bounds._check_probability_open("delta", delta)
-    member_x, member_y = _check_pair("members", members)
-    non_member_x, non_member_y = _check_pair("non_members", non_members)
+    member_x, member_y = _as_arrays("members", members)
+    non_member_x, non_member_y = _as_arrays("non_members", non_members)
     member_losses = per_example_losses(model, member_x, member_y, loss, batch_size)
     non_member_losses = per_example_losses(model, non_member_x, non_member_y, loss, batch_size)
     for name, values in (("members", member_losses), ("non_members", non_member_losses)):

@@ -5,6 +5,7 @@ import math
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from pydp_r.audit import membership
 
@@ -84,6 +85,16 @@ def test_attack_separates_memorized_members_and_ignores_identical_distributions(
     assert abs(blind.auc - 0.5) < 0.06
     assert blind.epsilon_lower_bound < 0.3
     assert "AUC" in blind.summary()
+    # Batched datasets give the same attack as arrays.
+    as_dataset = membership.membership_inference(
+        model,
+        tf.data.Dataset.from_tensor_slices((x_members, y_members)).batch(64),
+        tf.data.Dataset.from_tensor_slices((x_non_members, y_non_members)).batch(64),
+        1e-5,
+        loss="mse",
+    )
+    assert as_dataset.auc == blind.auc
+    np.testing.assert_array_equal(as_dataset.member_losses, blind.member_losses)
 
 
 def test_attack_rejects_bad_arguments():
