@@ -234,6 +234,7 @@ def epsilon_lower_bound(
     confidence: float = 0.95,
     selection_fraction: float = 0.5,
     method: str = "dp",
+    direction: int | None = None,
 ) -> ThresholdAudit:
     """Empirical epsilon lower bound from the best threshold test on scalar attack scores.
 
@@ -260,6 +261,9 @@ def epsilon_lower_bound(
         selection_fraction: Share of each side's trials used to choose the threshold, in
             (0, 1).
         method: "dp" or "gdp", see above.
+        direction: None tries both directions of the test; +1 only "large score means
+            canary present", -1 only the opposite (for an attack whose direction is fixed in
+            advance, such as low loss meaning member).
 
     Returns:
         A `ThresholdAudit`.
@@ -274,6 +278,8 @@ def epsilon_lower_bound(
     selection_fraction = _check_probability_open("selection_fraction", selection_fraction)
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}; received {method!r}.")
+    if direction not in (None, 1, -1):
+        raise ValueError(f"direction must be None, 1 or -1; received {direction!r}.")
     split_without = min(max(1, round(selection_fraction * without.size)), without.size - 1)
     split_with = min(max(1, round(selection_fraction * with_canary.size)), with_canary.size - 1)
     select_without, evaluate_without = without[:split_without], without[split_without:]
@@ -284,8 +290,9 @@ def epsilon_lower_bound(
             return np.atleast_1d(gaussian_mu_from_error_rates(fpr_upper, fnr_upper))
         return np.atleast_1d(epsilon_from_error_rates(fpr_upper, fnr_upper, delta))
 
-    best_strength, threshold, direction = -1.0, 0.0, 1
-    for sign in (1, -1):
+    signs = (1, -1) if direction is None else (direction,)
+    best_strength, threshold, direction = -1.0, 0.0, signs[0]
+    for sign in signs:
         thresholds = np.unique(np.concatenate([select_without, select_with])) * sign
         *_, fpr_upper, fnr_upper = _error_upper_bounds(
             sign * select_without, sign * select_with, thresholds, confidence

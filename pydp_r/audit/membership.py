@@ -2,8 +2,9 @@
 
 Training examples tend to have lower loss than unseen ones. The attack scores every example by
 its negative loss: the area under its ROC curve (AUC; 0.5 is chance) measures how much the model
-reveals about who was in the training set, and its best threshold test gives an implied epsilon
-lower bound (`pydp_r.audit.bounds.epsilon_lower_bound`), comparable with the accountant's epsilon.
+reveals about who was in the training set, and its best threshold test (low loss means member,
+a direction fixed in advance) gives an implied epsilon lower bound
+(`pydp_r.audit.bounds.epsilon_lower_bound`), comparable with the accountant's epsilon.
 
 Read the bound with care. It treats every example as an independent trial, which is sound when
 members and non-members were drawn from one distribution and assigned at random (Steinke, Nasr
@@ -208,8 +209,9 @@ def membership_inference(
     rng = np.random.default_rng(seed)
     member_scores = -member_losses[rng.permutation(member_losses.size)]
     non_member_scores = -non_member_losses[rng.permutation(non_member_losses.size)]
+    # The attack's direction is fixed in advance: lower loss means member.
     audit = bounds.epsilon_lower_bound(
-        non_member_scores, member_scores, delta, confidence, method="dp"
+        non_member_scores, member_scores, delta, confidence, method="dp", direction=1
     )
     return MembershipInference(
         auc=roc_auc(non_member_scores, member_scores),

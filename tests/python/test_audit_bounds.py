@@ -124,6 +124,10 @@ def test_lower_bounds_on_the_gaussian_mechanism_are_sound_and_the_gaussian_one_i
     reversed_audit = bounds.epsilon_lower_bound(-without, -with_canary, delta, method="gdp")
     assert reversed_audit.direction == -1
     assert reversed_audit.epsilon_lower_bound > 0.75 * exact
+    # A test whose direction is fixed the wrong way finds nothing.
+    fixed = bounds.epsilon_lower_bound(-without, -with_canary, delta, method="gdp", direction=1)
+    assert fixed.direction == 1
+    assert fixed.epsilon_lower_bound == 0.0
 
 
 def test_lower_bound_exceeds_the_exact_epsilon_rarely_over_many_audits():

@@ -68,10 +68,10 @@ def test_attack_separates_memorized_members_and_ignores_identical_distributions(
     x_members = rng.normal(size=(400, 3)).astype(np.float32)
     x_non_members = rng.normal(size=(400, 3)).astype(np.float32)
     # Members fitted almost exactly, non-members with unit noise: a memorizing model.
-    y_members = x_members @ kernel + rng.normal(0, 0.01, (400, 1)).astype(np.float32)
+    y_members_leaky = x_members @ kernel + rng.normal(0, 0.01, (400, 1)).astype(np.float32)
     y_non_members = x_non_members @ kernel + rng.normal(0, 1.0, (400, 1)).astype(np.float32)
     leaky = membership.membership_inference(
-        model, (x_members, y_members), (x_non_members, y_non_members), 1e-5, loss="mse"
+        model, (x_members, y_members_leaky), (x_non_members, y_non_members), 1e-5, loss="mse"
     )
     assert leaky.auc > 0.95
     assert leaky.advantage > 0.85
@@ -95,6 +95,13 @@ def test_attack_separates_memorized_members_and_ignores_identical_distributions(
     )
     assert as_dataset.auc == blind.auc
     np.testing.assert_array_equal(as_dataset.member_losses, blind.member_losses)
+    # Members with *higher* loss (e.g. non-members from an easier time range) are not
+    # evidence of memorization: the attack only counts low loss as membership.
+    reversed_attack = membership.membership_inference(
+        model, (x_non_members, y_non_members), (x_members, y_members_leaky), 1e-5, loss="mse"
+    )
+    assert reversed_attack.auc < 0.05
+    assert reversed_attack.epsilon_lower_bound == 0.0
 
 
 def test_attack_rejects_bad_arguments():
