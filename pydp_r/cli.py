@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from pydp_r import accounting
+from pydp_r.audit import __main__ as audit_main
 
 USAGE_ERROR = 2
 
@@ -96,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
         returns the text to print.
     """
     parser = argparse.ArgumentParser(
-        prog="pydp-r", description="Differential privacy accounting for DP-SGD training."
+        prog="pydp-r", description="Privacy accounting and audits for DP-SGD training."
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -137,6 +138,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="most examples one person contributes (adds a user-level epsilon)",
     )
     statement.set_defaults(handler=_statement)
+
+    audit = commands.add_parser(
+        "audit",
+        help="empirical privacy audits of the DP optimizers (epsilon lower bounds)",
+        description="Step-level audit, membership inference and canary exposure.",
+    )
+    audit_main.add_arguments(audit)
+    audit.set_defaults(handler=audit_main.report)
     return parser
 
 

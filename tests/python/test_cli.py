@@ -100,3 +100,15 @@ def test_installed_entry_point_exit_codes():
     )
     assert bad.returncode == 2 and bad.stdout == ""
     assert "noise_multiplier" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_audit_subcommand_prints_the_step_audit(capsys):
+    status = main(["audit", "--audits", "step", "--quick", "--num-trials", "400"])
+    output = capsys.readouterr().out
+    assert status == 0
+    assert "step" in output.lower() and "epsilon" in output.lower()
+
+
+def test_audit_subcommand_rejects_bad_values(capsys):
+    assert main(["audit", "--audits", "step", "--noise-multiplier", "-1"]) == 2
+    assert "noise_multiplier" in capsys.readouterr().err
