@@ -5,12 +5,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from pydp_r.grad_norms.registry import (
-    bias_squared_norms,
-    outer_product_squared_norms,
-    per_unit,
-    register,
-)
+from pydp_r.grad_norms.registry import affine_squared_norms, register
 
 
 def _patches(layer: keras.layers.Layer, inputs: tf.Tensor) -> tf.Tensor:
@@ -65,9 +60,6 @@ class ConvRule:
     def squared_norms(
         self, layer: keras.layers.Layer, saved: tf.Tensor, z_grad: tf.Tensor, num_units: int
     ) -> tf.Tensor:
-        activations = per_unit(_patches(layer, tf.cast(saved, z_grad.dtype)), num_units)
-        grads = per_unit(z_grad, num_units)
-        norms = outer_product_squared_norms(activations, grads)
-        if layer.use_bias:
-            norms += bias_squared_norms(grads)
-        return norms
+        return affine_squared_norms(
+            _patches(layer, tf.cast(saved, z_grad.dtype)), z_grad, num_units, layer.use_bias
+        )

@@ -106,3 +106,23 @@ def outer_product_squared_norms(activations: tf.Tensor, z_grads: tf.Tensor) -> t
 def bias_squared_norms(z_grads: tf.Tensor) -> tf.Tensor:
     """Per-unit squared norm of a bias gradient: `||sum_t g_t||^2` for `g` `(units, T, d)`."""
     return tf.reduce_sum(tf.square(tf.reduce_sum(z_grads, axis=1)), axis=1)
+
+
+def affine_squared_norms(
+    activations: tf.Tensor, z_grad: tf.Tensor, num_units: int, has_bias: bool
+) -> tf.Tensor:
+    """Per-unit squared gradient norm of `z = a W (+ b)` applied at every position.
+
+    Args:
+        activations: `a`, shape `(batch, ..., d_in)` (for a convolution, its input patches).
+        z_grad: Gradient at `z`, shape `(batch, ..., d_out)`, same positions.
+        num_units: Units (examples or microbatches) the batch splits into.
+        has_bias: Whether the layer has a bias `b`.
+    """
+    grads = per_unit(z_grad, num_units)
+    norms = outer_product_squared_norms(
+        per_unit(tf.cast(activations, z_grad.dtype), num_units), grads
+    )
+    if has_bias:
+        norms += bias_squared_norms(grads)
+    return norms
