@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import keras
@@ -35,7 +36,9 @@ class PrivacyBudget(keras.callbacks.Callback):
     The accounting assumes Poisson sampling of rate `batch_size * accumulation / n` and
     `ceil(epochs * n / logical_batch)` noisy steps (see `pydp_r.privacy_statement`); batches
     from `pydp_r.data.sampling.poisson_batches` make that assumption true, shuffled batches
-    do not.
+    do not. When the optimizer has taken more steps than that (a final partial batch in every
+    epoch makes `ceil(n / batch)` steps per epoch), epsilon is computed for the steps taken,
+    so the logged value never understates what was spent.
 
     Args:
         n: Number of training examples, integer >= 1.
@@ -78,13 +81,16 @@ class PrivacyBudget(keras.callbacks.Callback):
         self._noise_multiplier = 0.0
         self._logical_batch_size = self.batch_size
         self._used_microbatching = False
+        self._optimizer: Any = None
 
-    def _epsilon_after(self, epochs: int) -> float:
+    def _epsilon_after(self, epochs: int, steps: int = 0) -> float:
+        """Epsilon after `epochs` epochs, or after `steps` noisy steps if those are more."""
+        epochs_of_steps = steps * self._logical_batch_size / self.n
         return accounting.compute_epsilon(
             self.n,
             self._logical_batch_size,
             self._noise_multiplier,
-            epochs,
+            max(epochs, epochs_of_steps),
             self.delta,
             accountant=self.accountant,
             used_microbatching=self._used_microbatching,
@@ -92,6 +98,7 @@ class PrivacyBudget(keras.callbacks.Callback):
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         optimizer = _dp_optimizer_of(self.model)
+        self._optimizer = optimizer
         self._noise_multiplier = float(optimizer.noise_multiplier)
         accumulation = getattr(optimizer, "gradient_accumulation_steps", None) or 1
         self._logical_batch_size = self.batch_size * int(accumulation)
@@ -116,10 +123,13 @@ class PrivacyBudget(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self.epochs_completed += 1
-        self.epsilon = self._epsilon_after(self.epochs_completed)
+        # Noisy (logical) steps the optimizer has taken, in this and earlier fit() calls.
+        steps = int(self._optimizer.iterations)
+        self.epsilon = self._epsilon_after(self.epochs_completed, steps)
         if logs is not None:
             logs["epsilon"] = self.epsilon
         if self.target_epsilon is not None:
-            upcoming = self._epsilon_after(self.epochs_completed + 1)
+            steps_per_epoch = math.ceil(steps / self.epochs_completed)
+            upcoming = self._epsilon_after(self.epochs_completed + 1, steps + steps_per_epoch)
             if upcoming > self.target_epsilon:
                 self.model.stop_training = True

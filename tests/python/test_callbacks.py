@@ -45,6 +45,20 @@ def test_logged_epsilon_is_compute_epsilon_and_counts_across_fits():
     assert budget.epochs_completed == 4
 
 
+def test_steps_beyond_the_epoch_count_are_accounted():
+    # 64 examples in batches of 24 take 3 steps per epoch (the last one partial), while
+    # ceil(epochs * 64 / 24) counts only 3, 6, 8 steps after 1, 2, 3 epochs: the third
+    # epoch's 9th step must be accounted too.
+    x, y = data()
+    model = model_with(dp_sgd(noise_multiplier=1.2))
+    budget = PrivacyBudget(N, 24, DELTA)
+    history = model.fit(x, y, batch_size=24, epochs=3, callbacks=[budget], verbose=0)
+    by_steps = [compute_epsilon(N, 24, 1.2, steps * 24 / N, DELTA) for steps in (3, 6, 9)]
+    by_epochs = [compute_epsilon(N, 24, 1.2, epochs, DELTA) for epochs in (1, 2, 3)]
+    assert history.history["epsilon"] == pytest.approx(by_steps, rel=1e-12)
+    assert history.history["epsilon"][2] > by_epochs[2]
+
+
 def test_pld_accountant_is_used_when_asked():
     x, y = data()
     model = model_with(dp_sgd())
