@@ -24,6 +24,8 @@ def test_demo_writes_plot_and_numbers(demo_results):
     for run in results["runs"]:
         assert run["epochs"] == 2 and len(run["val_mae_per_epoch"]) == 2
         assert 0 < run["test_mae_bpm"] < 60
+        assert 0 <= run["membership_auc"] <= 1
+        assert run["membership_epsilon_lower_bound"] >= 0
 
 
 def test_demo_epsilon_is_the_accountants(demo_results):
