@@ -44,12 +44,13 @@ _PER_EXAMPLE_LAYERS: tuple[type, ...] = tuple(
 )
 
 # Layers with trainable weights that are per-example but have no norm rule: their per-example
-# gradients are computed by vectorizing the layer alone over the batch.
+# gradients are computed by vectorizing the layer alone over the batch. (EinsumDense is left
+# out: its equation may contract over the batch axis.)
 _PER_EXAMPLE_WEIGHTED_LAYERS: tuple[type, ...] = tuple(
     getattr(keras.layers, name)
     for name in (
         "Dense Conv1D Conv2D Conv3D Conv1DTranspose Conv2DTranspose DepthwiseConv1D "
-        "DepthwiseConv2D SeparableConv1D SeparableConv2D Embedding EinsumDense "
+        "DepthwiseConv2D SeparableConv1D SeparableConv2D Embedding "
         "LayerNormalization GroupNormalization PReLU"
     ).split()
     if hasattr(keras.layers, name)

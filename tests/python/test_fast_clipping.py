@@ -196,6 +196,9 @@ def test_models_the_fast_path_cannot_prove_per_example_are_sent_to_the_general_p
     assert "not a Sequential" in fast_clipping.unsupported_reason(Subclassed())
     lambda_model = sequential(keras.layers.Lambda(lambda t: t * 2), input_shape=(3,))
     assert "Lambda" in fast_clipping.unsupported_reason(lambda_model)
+    # An einsum equation may contract over the batch axis, so it is not trusted either.
+    einsum_model = sequential(keras.layers.EinsumDense("ab,bc->ac", (2,)), input_shape=(3,))
+    assert "EinsumDense" in fast_clipping.unsupported_reason(einsum_model)
 
 
 def test_shared_layers_and_regularizers_fall_back_and_still_match_the_reference():
