@@ -61,18 +61,35 @@ class NotSupported(Exception):
     """The model needs the general per-example path (`pydp_r.clipping`)."""
 
 
+def _operations(model: keras.Model) -> list[Any]:
+    """Every operation of a Sequential or functional model: layers, and for functional models
+    also the `keras.ops` calls between them (which are not layers)."""
+    return list(model.operations) if isinstance(model, Functional) else list(model.layers)
+
+
 def unsupported_reason(model: keras.Model) -> str | None:
-    """Why `model` cannot use the fast path, or None when it can (checked before tracing)."""
+    """Why `model` cannot use the fast path, or None when it can (checked before tracing).
+
+    The fast path is exact only if no operation mixes examples, so every operation of the
+    model, nested models included, must be a layer known to be per-example: a functional
+    model's `keras.ops` calls (e.g. a mean over the batch axis) disqualify it.
+    """
     if type(model) not in (keras.Sequential, Functional):
         return f"{type(model).__name__} is not a Sequential or functional model"
-    for layer in model._flatten_layers(include_self=False, recursive=True):
-        if type(layer) in (keras.Sequential, Functional):
+    for operation in _operations(model):
+        if type(operation) in (keras.Sequential, Functional):
+            reason = unsupported_reason(operation)
+            if reason is not None:
+                return reason
             continue
-        if type(layer) in _PER_EXAMPLE_WEIGHTED_LAYERS:
+        if type(operation) in _PER_EXAMPLE_WEIGHTED_LAYERS:
             continue
-        if type(layer) in _PER_EXAMPLE_LAYERS and not layer.trainable_weights:
+        if type(operation) in _PER_EXAMPLE_LAYERS and not operation.trainable_weights:
             continue
-        return f"layer '{layer.name}' ({type(layer).__name__}) is not known to be per-example"
+        return (
+            f"operation '{operation.name}' ({type(operation).__name__}) is not known to be "
+            "per-example"
+        )
     return None
 
 

@@ -196,6 +196,14 @@ def test_models_the_fast_path_cannot_prove_per_example_are_sent_to_the_general_p
     assert "not a Sequential" in fast_clipping.unsupported_reason(Subclassed())
     lambda_model = sequential(keras.layers.Lambda(lambda t: t * 2), input_shape=(3,))
     assert "Lambda" in fast_clipping.unsupported_reason(lambda_model)
+    # A keras.ops call between layers can mix examples (here: subtract the batch mean).
+    inputs = keras.Input((3,))
+    hidden = keras.layers.Dense(4)(inputs)
+    hidden = hidden - keras.ops.mean(hidden, axis=0, keepdims=True)
+    ops_model = keras.Model(inputs, keras.layers.Dense(1)(hidden))
+    assert "Mean" in fast_clipping.unsupported_reason(ops_model)
+    nested = keras.Sequential([keras.Input((3,)), ops_model])
+    assert "Mean" in fast_clipping.unsupported_reason(nested)
     # An einsum equation may contract over the batch axis, so it is not trusted either.
     einsum_model = sequential(keras.layers.EinsumDense("ab,bc->ac", (2,)), input_shape=(3,))
     assert "EinsumDense" in fast_clipping.unsupported_reason(einsum_model)
@@ -257,3 +265,31 @@ def test_fit_takes_the_fast_path_for_a_supported_model(monkeypatch):
     model.compile(optimizer=pydp_r.DPAdam(1.0, 1.0), loss="mse")
     model.fit(x, y, batch_size=8, epochs=1, verbose=0)
     assert calls and set(calls) == {model.name}  # traced once or more, always fast
+
+
+def test_a_batch_mixing_functional_model_is_trained_example_by_example():
+    # h - mean_batch(h) would let every example reach every gradient on the fast path; the
+    # general path computes each example's gradient on that example alone.
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(8, 3)).astype("float32")
+    y = rng.normal(size=(8, 1)).astype("float32") * 4
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((3,))
+    hidden = keras.layers.Dense(4, activation="tanh")(inputs)
+    hidden = hidden - keras.ops.mean(hidden, axis=0, keepdims=True)
+    model = keras.Model(inputs, keras.layers.Dense(1)(hidden))
+    reference = []
+    for i in range(8):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.square(model(x[i : i + 1]) - y[i : i + 1]))
+        grads = tape.gradient(loss, model.trainable_weights)
+        norm = np.sqrt(sum(float(np.sum(g.numpy() ** 2)) for g in grads))
+        reference.append([g.numpy() * min(1.0, 0.5 / norm) / 8 for g in grads])
+    expected = [sum(parts) for parts in zip(*reference, strict=True)]
+    before = [w.numpy().copy() for w in model.trainable_weights]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", pydp_r.NoPrivacyWarning)
+        model.compile(optimizer=pydp_r.DPSGD(0.5, 0.0, learning_rate=1.0), loss="mse")
+    model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
+    for w, old, want in zip(model.trainable_weights, before, expected, strict=True):
+        np.testing.assert_allclose(w.numpy() - old, -want, rtol=2e-4, atol=1e-6)
