@@ -209,6 +209,28 @@ def test_models_the_fast_path_cannot_prove_per_example_are_sent_to_the_general_p
     assert "EinsumDense" in fast_clipping.unsupported_reason(einsum_model)
 
 
+def assert_fit_step_is_the_batch_of_one_reference(model, x, y, clip):
+    """One noiseless DPSGD fit() step (lr 1) equals minus the mean of the clipped gradients of
+    each example's loss, MSE plus regularization, computed on that example alone."""
+    reference = []
+    for i in range(len(x)):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.square(model(x[i : i + 1]) - y[i : i + 1]))
+            if model.losses:
+                loss += tf.add_n(model.losses)
+        grads = tape.gradient(loss, model.trainable_weights)
+        norm = np.sqrt(sum(float(np.sum(g.numpy() ** 2)) for g in grads))
+        reference.append([g.numpy() * min(1.0, clip / norm) / len(x) for g in grads])
+    expected = [sum(parts) for parts in zip(*reference, strict=True)]
+    before = [w.numpy().copy() for w in model.trainable_weights]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", pydp_r.NoPrivacyWarning)
+        model.compile(optimizer=pydp_r.DPSGD(clip, 0.0, learning_rate=1.0), loss="mse")
+    model.fit(x, y, batch_size=len(x), epochs=1, shuffle=False, verbose=0)
+    for w, old, want in zip(model.trainable_weights, before, expected, strict=True):
+        np.testing.assert_allclose(w.numpy() - old, -want, rtol=2e-4, atol=1e-6)
+
+
 def test_shared_layers_and_regularizers_fall_back_and_still_match_the_reference():
     rng = np.random.default_rng(4)
     x = rng.normal(size=(8, 4)).astype("float32")
@@ -222,28 +244,7 @@ def test_shared_layers_and_regularizers_fall_back_and_still_match_the_reference(
         both_paths(model, x, y, 1.0)
 
     # fit() falls back to the general path: its noiseless update is the per-example reference.
-    reference = []
-    for i in range(8):
-        with tf.GradientTape() as tape:
-            loss = tf.reduce_mean(tf.square(model(x[i : i + 1]) - y[i : i + 1])) + tf.add_n(
-                model.losses
-            )
-        reference.append(tape.gradient(loss, model.trainable_weights))
-    expected = []
-    for grads in zip(*reference, strict=True):
-        expected.append(np.zeros_like(grads[0].numpy()))
-    for grads in reference:
-        norm = np.sqrt(sum(float(np.sum(g.numpy() ** 2)) for g in grads))
-        for i, g in enumerate(grads):
-            expected[i] += g.numpy() * min(1.0, 1.0 / norm) / 8
-    before = [w.numpy().copy() for w in model.trainable_weights]
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", pydp_r.NoPrivacyWarning)
-        model.compile(optimizer=pydp_r.DPSGD(1.0, 0.0, learning_rate=1.0), loss="mse")
-    model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
-    for w, old, want in zip(model.trainable_weights, before, expected, strict=True):
-        np.testing.assert_allclose(w.numpy() - old, -want, rtol=2e-4, atol=1e-6)
+    assert_fit_step_is_the_batch_of_one_reference(model, x, y, clip=1.0)
 
 
 def test_fit_takes_the_fast_path_for_a_supported_model(monkeypatch):
@@ -278,18 +279,4 @@ def test_a_batch_mixing_functional_model_is_trained_example_by_example():
     hidden = keras.layers.Dense(4, activation="tanh")(inputs)
     hidden = hidden - keras.ops.mean(hidden, axis=0, keepdims=True)
     model = keras.Model(inputs, keras.layers.Dense(1)(hidden))
-    reference = []
-    for i in range(8):
-        with tf.GradientTape() as tape:
-            loss = tf.reduce_mean(tf.square(model(x[i : i + 1]) - y[i : i + 1]))
-        grads = tape.gradient(loss, model.trainable_weights)
-        norm = np.sqrt(sum(float(np.sum(g.numpy() ** 2)) for g in grads))
-        reference.append([g.numpy() * min(1.0, 0.5 / norm) / 8 for g in grads])
-    expected = [sum(parts) for parts in zip(*reference, strict=True)]
-    before = [w.numpy().copy() for w in model.trainable_weights]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", pydp_r.NoPrivacyWarning)
-        model.compile(optimizer=pydp_r.DPSGD(0.5, 0.0, learning_rate=1.0), loss="mse")
-    model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
-    for w, old, want in zip(model.trainable_weights, before, expected, strict=True):
-        np.testing.assert_allclose(w.numpy() - old, -want, rtol=2e-4, atol=1e-6)
+    assert_fit_step_is_the_batch_of_one_reference(model, x, y, clip=0.5)
