@@ -16,14 +16,9 @@ def check_count(name: str, value: Any, minimum: int = 1) -> int:
             `minimum`.
     """
     valid = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
-    if isinstance(value, bool):
-        raise ValueError(f"{name} must be {valid}; received {value!r}.")
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be {valid}; received {value!r}.") from None
-    if not math.isfinite(number) or not number.is_integer() or number < minimum:
-        raise ValueError(f"{name} must be {valid}; received {value!r}.")
+    number = check_real(
+        name, value, valid, lambda v: math.isfinite(v) and v.is_integer() and v >= minimum
+    )
     return int(number)
 
 

@@ -65,12 +65,13 @@ def split_into_microbatches(tensors: Any, num_microbatches: int | None) -> tuple
             message=f"num_microbatches={num_microbatches} must divide the batch size",
         )
 
-    def reshape(tensor: tf.Tensor) -> tf.Tensor:
-        tensor = tf.convert_to_tensor(tensor)
-        unit_shape = tf.concat([[num_units, batch_size // num_units], tf.shape(tensor)[1:]], 0)
-        return tf.reshape(tensor, unit_shape)
+    return tf.nest.map_structure(lambda tensor: split_units(tensor, num_units), tensors), num_units
 
-    return tf.nest.map_structure(reshape, tensors), num_units
+
+def split_units(tensor: Any, num_units: tf.Tensor) -> tf.Tensor:
+    """Reshape one tensor from `(batch, ...)` to `(num_units, batch / num_units, ...)`."""
+    tensor = tf.convert_to_tensor(tensor)
+    return tf.reshape(tensor, tf.concat([[num_units, -1], tf.shape(tensor)[1:]], 0))
 
 
 def merge_microbatches(tensors: Any) -> Any:

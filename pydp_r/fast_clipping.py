@@ -25,7 +25,7 @@ import tensorflow as tf
 from keras.src.models.functional import Functional
 
 from pydp_r import grad_norms
-from pydp_r.clipping import clip_factors, split_into_microbatches
+from pydp_r.clipping import clip_factors, split_into_microbatches, split_units
 
 # Layers without trainable weights that compute each example's output from that example alone.
 _PER_EXAMPLE_LAYERS: tuple[type, ...] = tuple(
@@ -137,18 +137,13 @@ def _recording(model: keras.Model, records: list[_Record]) -> Iterator[None]:
             del layer.call
 
 
-def _split_units(tensor: tf.Tensor, num_units: tf.Tensor) -> tf.Tensor:
-    """`(batch, ...)` to `(units, batch/units, ...)`."""
-    return tf.reshape(tensor, tf.concat([[num_units, -1], tf.shape(tensor)[1:]], 0))
-
-
 def _vectorized_layer_gradients(
     record: _Record, z_grad: tf.Tensor, num_units: tf.Tensor
 ) -> list[tf.Tensor]:
     """Per-unit gradients of one layer's own weights, the layer vectorized over units."""
     variables = record.layer.trainable_weights
-    inputs_units = _split_units(record.saved, num_units)
-    grad_units = _split_units(z_grad, num_units)
+    inputs_units = split_units(record.saved, num_units)
+    grad_units = split_units(z_grad, num_units)
 
     def unit_gradient(unit: tuple[tf.Tensor, tf.Tensor]) -> list[tf.Tensor]:
         unit_inputs, unit_grad = unit
@@ -230,7 +225,7 @@ def clipped_gradient_sum(
         if index in vectorized:
             sums = [tf.tensordot(tf.cast(factors, g.dtype), g, axes=1) for g in vectorized[index]]
         else:
-            weighted = _split_units(z_grad, num_units) * tf.reshape(
+            weighted = split_units(z_grad, num_units) * tf.reshape(
                 tf.cast(factors, z_grad.dtype), tf.concat([[-1], tf.ones_like(tf.shape(z_grad))], 0)
             )
             sums = tape.gradient(
