@@ -4,10 +4,12 @@ One forward pass of the whole batch records, for each layer with trainable weigh
 `z` its weights act on and what its norm rule needs; one backward pass of the summed
 per-example losses gives every example's gradient at each `z` (no layer mixes examples, so row
 i of that gradient comes from example i alone). Registered layers (`pydp_r.grad_norms`) turn it
-into per-example gradient norms without forming per-example gradients when that is cheaper;
-other layers get vectorized per-example gradients of their own weights. Clip factors then weight
-each example's gradient at `z`, and one local backward step per layer gives the clipped sum
-("book-keeping", Bu et al. 2022): the cost is close to one ordinary training step.
+into per-example gradient norms, each layer by the cheaper of ghost norms and forming its
+per-example gradients; other layers get vectorized per-example gradients of their own weights.
+Where per-example gradients were formed, the clipped sum is their clip-factor-weighted sum;
+elsewhere the clip factors weight each example's gradient at `z` and one local backward step
+gives the clipped sum ("book-keeping", Bu et al. 2022): the cost is close to one ordinary
+training step.
 
 Models this cannot handle exactly (subclassed models, layers not known to be per-example, shared
 layers, regularization or `add_loss` terms) use `pydp_r.clipping` instead.
@@ -200,20 +202,21 @@ def clipped_gradient_sum(
     z_grads = tape.gradient(total_loss, [record.z for record in records])
 
     squared_norms = tf.zeros(tf.reshape(num_units, [1]), tf.float32)
-    vectorized: dict[int, list[tf.Tensor]] = {}
+    unit_gradients: dict[int, list[tf.Tensor]] = {}  # record index -> per-unit weight gradients
     for index, (record, z_grad) in enumerate(zip(records, z_grads, strict=True)):
         if z_grad is None:
             continue
         if record.rule is not None:
-            norms = record.rule.squared_norms(record.layer, record.saved, z_grad, num_units)
-        else:
-            vectorized[index] = _vectorized_layer_gradients(record, z_grad, num_units)
-            norms = tf.add_n(
-                [
-                    tf.reduce_sum(tf.square(tf.reshape(g, [num_units, -1])), 1)
-                    for g in vectorized[index]
-                ]
+            norms, gradients = record.rule.unit_gradients(
+                record.layer, record.saved, z_grad, num_units
             )
+        else:
+            gradients = _vectorized_layer_gradients(record, z_grad, num_units)
+            norms = tf.add_n(
+                [tf.reduce_sum(tf.square(tf.reshape(g, [num_units, -1])), 1) for g in gradients]
+            )
+        if gradients is not None:
+            unit_gradients[index] = gradients
         squared_norms += tf.cast(norms, tf.float32)
     factors = clip_factors(squared_norms, l2_norm_clip)
 
@@ -222,8 +225,10 @@ def clipped_gradient_sum(
         if z_grad is None:
             continue
         variables = record.layer.trainable_weights
-        if index in vectorized:
-            sums = [tf.tensordot(tf.cast(factors, g.dtype), g, axes=1) for g in vectorized[index]]
+        if index in unit_gradients:
+            sums = [
+                tf.tensordot(tf.cast(factors, g.dtype), g, axes=1) for g in unit_gradients[index]
+            ]
         else:
             weighted = split_units(z_grad, num_units) * tf.reshape(
                 tf.cast(factors, z_grad.dtype), tf.concat([[-1], tf.ones_like(tf.shape(z_grad))], 0)
@@ -235,7 +240,9 @@ def clipped_gradient_sum(
                 unconnected_gradients="zero",
             )
         for variable, gradient_sum in zip(variables, sums, strict=True):
-            sums_by_variable[id(variable)] = tf.convert_to_tensor(gradient_sum)
+            sums_by_variable[id(variable)] = tf.cast(
+                tf.convert_to_tensor(gradient_sum), variable.dtype
+            )
     del tape
 
     gradient_sums = [

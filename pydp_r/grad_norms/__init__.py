@@ -5,6 +5,12 @@ LayerNormalization; other layers fall back to vectorized per-example gradients.
 """
 
 from pydp_r.grad_norms import conv, dense, embedding, layer_norm  # noqa: F401  (registration)
-from pydp_r.grad_norms.registry import LayerRule, register, registered_types, rule_for
+from pydp_r.grad_norms.registry import (
+    LayerRule,
+    UnitGradients,
+    register,
+    registered_types,
+    rule_for,
+)
 
-__all__ = ["LayerRule", "register", "registered_types", "rule_for"]
+__all__ = ["LayerRule", "UnitGradients", "register", "registered_types", "rule_for"]

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import keras
 import tensorflow as tf
 
-from pydp_r.grad_norms.registry import affine_squared_norms, register
+from pydp_r.grad_norms.registry import UnitGradients, affine_unit_gradients, register
 
 
 def _patches(layer: keras.layers.Layer, inputs: tf.Tensor) -> tf.Tensor:
@@ -57,9 +59,8 @@ class ConvRule:
         outputs = layer.activation(z) if layer.activation is not None else z
         return z, outputs, inputs
 
-    def squared_norms(
-        self, layer: keras.layers.Layer, saved: tf.Tensor, z_grad: tf.Tensor, num_units: int
-    ) -> tf.Tensor:
-        return affine_squared_norms(
-            _patches(layer, tf.cast(saved, z_grad.dtype)), z_grad, num_units, layer.use_bias
-        )
+    def unit_gradients(
+        self, layer: keras.layers.Layer, saved: tf.Tensor, z_grad: tf.Tensor, num_units: Any
+    ) -> UnitGradients:
+        patches = _patches(layer, tf.cast(saved, z_grad.dtype))
+        return affine_unit_gradients(patches, z_grad, num_units, layer.kernel, layer.bias)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import keras
 import tensorflow as tf
 
-from pydp_r.grad_norms.registry import affine_squared_norms, register
+from pydp_r.grad_norms.registry import UnitGradients, affine_unit_gradients, register
 
 
 @register(keras.layers.Dense)
@@ -26,7 +28,7 @@ class DenseRule:
         outputs = layer.activation(z) if layer.activation is not None else z
         return z, outputs, inputs
 
-    def squared_norms(
-        self, layer: keras.layers.Dense, saved: tf.Tensor, z_grad: tf.Tensor, num_units: int
-    ) -> tf.Tensor:
-        return affine_squared_norms(saved, z_grad, num_units, layer.bias is not None)
+    def unit_gradients(
+        self, layer: keras.layers.Dense, saved: tf.Tensor, z_grad: tf.Tensor, num_units: Any
+    ) -> UnitGradients:
+        return affine_unit_gradients(saved, z_grad, num_units, layer.kernel, layer.bias)

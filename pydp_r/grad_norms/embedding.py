@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import keras
 import tensorflow as tf
 
-from pydp_r.grad_norms.registry import register
+from pydp_r.grad_norms.registry import UnitGradients, register
 
 
 @register(keras.layers.Embedding)
@@ -23,12 +25,13 @@ class EmbeddingRule:
         outputs = type(layer).call(layer, inputs)
         return outputs, outputs, inputs
 
-    def squared_norms(
-        self, layer: keras.layers.Embedding, saved: tf.Tensor, z_grad: tf.Tensor, num_units: int
-    ) -> tf.Tensor:
+    def unit_gradients(
+        self, layer: keras.layers.Embedding, saved: tf.Tensor, z_grad: tf.Tensor, num_units: Any
+    ) -> UnitGradients:
         # ||sum_t e_{i_t} g_t^T||^2 = sum_{t,s} [i_t == i_s] g_t . g_s (ghost norm over positions).
         indices = tf.reshape(tf.cast(saved, tf.int64), tf.stack([num_units, -1]))
         grads = tf.reshape(z_grad, tf.stack([num_units, -1, tf.shape(z_grad)[-1]]))
         same_row = tf.cast(tf.equal(indices[:, :, None], indices[:, None, :]), grads.dtype)
         grad_gram = tf.linalg.matmul(grads, grads, transpose_b=True)
-        return tf.reduce_sum(same_row * grad_gram, [1, 2])
+        # Per-example gradients would be (units, vocabulary, dim): never formed.
+        return UnitGradients(tf.reduce_sum(same_row * grad_gram, [1, 2]))

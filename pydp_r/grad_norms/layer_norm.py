@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import keras
 import tensorflow as tf
 
-from pydp_r.grad_norms.registry import per_unit, register
+from pydp_r.grad_norms.registry import UnitGradients, per_unit, register
 
 
 @register(keras.layers.LayerNormalization)
@@ -26,18 +28,21 @@ class LayerNormRule:
         # The weights act on the output directly; the gamma gradient also needs x_hat.
         return outputs, outputs, normalized
 
-    def squared_norms(
+    def unit_gradients(
         self,
         layer: keras.layers.LayerNormalization,
         saved: tf.Tensor,
         z_grad: tf.Tensor,
-        num_units: int,
-    ) -> tf.Tensor:
+        num_units: Any,
+    ) -> UnitGradients:
+        # Per-unit gradients are as small as the weights (units, dim): always formed.
         grads = per_unit(z_grad, num_units)
-        norms = tf.zeros(tf.shape(grads)[:1], grads.dtype)
-        if layer.gamma is not None and layer.gamma.trainable:
-            normalized = per_unit(tf.cast(saved, grads.dtype), num_units)
-            norms += tf.reduce_sum(tf.square(tf.reduce_sum(grads * normalized, axis=1)), axis=1)
-        if layer.beta is not None and layer.beta.trainable:
-            norms += tf.reduce_sum(tf.square(tf.reduce_sum(grads, axis=1)), axis=1)
-        return norms
+        gradients = []
+        for weight in layer.trainable_weights:
+            if weight is layer.gamma:
+                normalized = per_unit(tf.cast(saved, grads.dtype), num_units)
+                gradients.append(tf.reduce_sum(grads * normalized, axis=1))
+            else:
+                gradients.append(tf.reduce_sum(grads, axis=1))
+        norms = tf.add_n([tf.reduce_sum(tf.square(g), axis=1) for g in gradients])
+        return UnitGradients(norms, gradients)

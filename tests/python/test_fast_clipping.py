@@ -1,6 +1,8 @@
-"""The fast path's clipped sums equal the general per-example computation, per layer type."""
+"""The fast path's per-example norms and clipped sums equal the general per-example computation,
+per layer type."""
 
 import warnings
+from unittest import mock
 
 import keras
 import numpy as np
@@ -12,7 +14,8 @@ from pydp_r import clipping, fast_clipping
 
 
 def both_paths(model, x, y, clip, num_microbatches=None, sample_weight=None):
-    """Clipped sums, unit losses and predictions from the fast and the general path."""
+    """Clipped sums, unit losses, predictions and per-unit squared gradient norms from the fast
+    and the general path."""
     model.compile(loss="mse")
     targets = {"y": tf.constant(y)}
     if sample_weight is not None:
@@ -25,23 +28,42 @@ def both_paths(model, x, y, clip, num_microbatches=None, sample_weight=None):
             sample_weight=unit_targets.get("sample_weight"),
         )
 
-    fast = fast_clipping.clipped_gradient_sum(
-        model, loss_from_predictions, tf.constant(x), targets, clip, num_microbatches
-    )
-
     def unit_loss(unit):
         predictions = model(unit["x"], training=True)
         return loss_from_predictions(unit, predictions), predictions
 
-    general = clipping.clipped_gradient_sum(
-        unit_loss, {"x": tf.constant(x), **targets}, model.trainable_weights, clip, num_microbatches
-    )
-    return fast, general
+    norms = {}
+    original_clip_factors = clipping.clip_factors
+
+    def spy(module, name):
+        def clip_factors(squared_norms, l2_norm_clip):
+            norms[name] = squared_norms.numpy()
+            return original_clip_factors(squared_norms, l2_norm_clip)
+
+        return mock.patch.object(module, "clip_factors", clip_factors)
+
+    with spy(fast_clipping, "fast"):
+        fast = fast_clipping.clipped_gradient_sum(
+            model, loss_from_predictions, tf.constant(x), targets, clip, num_microbatches
+        )
+    with spy(clipping, "general"):
+        general = clipping.clipped_gradient_sum(
+            unit_loss,
+            {"x": tf.constant(x), **targets},
+            model.trainable_weights,
+            clip,
+            num_microbatches,
+        )
+    return (*fast, norms["fast"]), (*general, norms["general"])
 
 
 def assert_same_clipped_sums(model, x, y, clip=1.0, **kwargs):
     assert fast_clipping.unsupported_reason(model) is None
     fast, general = both_paths(model, x, y, clip, **kwargs)
+    # Per-unit norms: the general path forms each unit's gradient and takes its norm.
+    np.testing.assert_allclose(fast[-1], general[-1], rtol=1e-4, atol=1e-6)
+    # The bound must bind for some units, or the test would not test clipping.
+    assert np.any(general[-1] > clip**2)
     for variable, got, want in zip(model.trainable_weights, fast[0], general[0], strict=True):
         scale = max(1.0, float(np.abs(want.numpy()).max()))
         np.testing.assert_allclose(
@@ -49,11 +71,6 @@ def assert_same_clipped_sums(model, x, y, clip=1.0, **kwargs):
         )
     np.testing.assert_allclose(fast[1].numpy(), general[1].numpy(), rtol=1e-5)
     np.testing.assert_allclose(fast[2].numpy(), general[2].numpy(), rtol=1e-5, atol=1e-6)
-    # The bound must actually bind for some units, or the test would not test clipping.
-    assert not np.allclose(
-        sum(float(np.sum(g.numpy() ** 2)) for g in general[0]),
-        0.0,
-    )
 
 
 def sequence_data(batch=8, steps=12, features=6, seed=0):
@@ -110,6 +127,56 @@ def test_conv1d(conv_kwargs):
         input_shape=(12, 6),
     )
     assert_same_clipped_sums(model, x, y)
+
+
+def formed_gradients(monkeypatch):
+    """Spy recording, per outer-product layer call, whether per-unit gradients were formed."""
+    from pydp_r.grad_norms import registry
+
+    formed = []
+    original = registry.outer_product_gradients
+
+    def spy(activations, z_grads):
+        norms, gradients = original(activations, z_grads)
+        formed.append(gradients is not None)
+        return norms, gradients
+
+    monkeypatch.setattr(registry, "outer_product_gradients", spy)
+    return formed
+
+
+def test_conv1d_with_ghost_norms_and_formed_gradients(monkeypatch):
+    # First conv: 10 positions x (3*30 + 32) < (3*30) x 32, the ghost norm is cheaper;
+    # second conv: 8 positions x (3*32 + 2) > (3*32) x 2, forming the gradients is.
+    x, y = sequence_data(features=30)
+    model = sequential(
+        keras.layers.Conv1D(32, 3, activation="relu"),
+        keras.layers.Conv1D(2, 3),
+        keras.layers.Flatten(),
+        keras.layers.Dense(1),
+        input_shape=(12, 30),
+    )
+    formed = formed_gradients(monkeypatch)
+    assert_same_clipped_sums(model, x, y, clip=0.5)
+    assert formed == [False, True, False]  # the Dense on vectors needs neither
+
+
+@pytest.mark.parametrize(
+    ("positions", "d_in", "d_out", "formed"),
+    [(1, 5, 3, False), (12, 2, 3, True), (4, 40, 64, False), (7, 9, 9, True)],
+)
+def test_outer_product_norms_equal_the_formed_per_unit_gradients(positions, d_in, d_out, formed):
+    from pydp_r.grad_norms import registry
+
+    rng = np.random.default_rng(positions)
+    activations = tf.constant(rng.normal(size=(5, positions, d_in)), tf.float32)
+    z_grads = tf.constant(rng.normal(size=(5, positions, d_out)), tf.float32)
+    want = np.einsum("utd,utf->udf", activations.numpy(), z_grads.numpy())
+    norms, gradients = registry.outer_product_gradients(activations, z_grads)
+    np.testing.assert_allclose(norms.numpy(), np.sum(want**2, axis=(1, 2)), rtol=1e-5)
+    assert (gradients is not None) == formed
+    if formed:
+        np.testing.assert_allclose(gradients.numpy(), want, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize(
