@@ -1,15 +1,19 @@
 """Time of a DP-Adam training step relative to a plain Adam step, and peak memory.
 
-Each configuration runs in its own Python process (so peak resident memory is its own):
-the model is compiled, warmed up for two epochs (tracing excluded), then `fit()` over
-`--steps` batches is timed `--repeats` times; the median time per step is reported.
+Timing: one process compiles the same model twice, with plain Adam and with DP-Adam (on the
+fast path; in a second process, forced onto the general per-example path), warms both up
+(tracing excluded), then times `fit()` epochs of `--steps` batches alternately, `--repeats`
+rounds. The ratio is the median over rounds of DP time / plain time of the same round, so load
+changes on a shared machine affect both sides alike. Peak memory: each configuration in its
+own process (peak resident set size of a short run).
 
-    python benchmarks/bench_dp_step.py             # all models, fast path and general path
-    python benchmarks/bench_dp_step.py --quick     # fewer steps
+    python benchmarks/bench_dp_step.py             # all models
+    python benchmarks/bench_dp_step.py --quick     # fewer steps and rounds
 
 Models: the R walkthrough's PPG 1-D convnet (BatchNorm replaced by GroupNorm for both runs)
 at batch 32, TF Privacy's MNIST tutorial convnet at batch 256, and a 1M-parameter Dense
-model at batch 1024 for memory.
+model at batch 1024 for memory. The general path, slow on the Dense model, is timed over at
+most 10 steps per round.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ import time
 
 MODELS = ("ppg", "mnist", "dense1m")
 BATCH_SIZES = {"ppg": 32, "mnist": 256, "dense1m": 1024}
+KINDS = ("plain", "dp", "dp-general")
+GENERAL_MAX_STEPS = 10
 
 
 def _build(name: str):
@@ -62,19 +68,28 @@ def _build(name: str):
     return model, (1000,), "mse"
 
 
-def run_one(name: str, optimizer_kind: str, steps: int, repeats: int) -> dict[str, float]:
-    """Median seconds per step and peak RSS (MiB) of one configuration, in this process."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+def _compiled(name: str, kind: str, general_models: set[int]):
+    """A freshly built, compiled model for one configuration (same initial weights each time)."""
     import keras
-    import numpy as np
 
     import pydp_r
-    from pydp_r import fast_clipping
 
-    if optimizer_kind == "dp-general":
-        fast_clipping.unsupported_reason = lambda model: "benchmark forces the general path"
     keras.utils.set_random_seed(0)
-    model, input_shape, loss = _build(name)
+    model, _, loss = _build(name)
+    if kind == "plain":
+        optimizer = keras.optimizers.Adam(1e-3)
+    else:
+        optimizer = pydp_r.DPAdam(l2_norm_clip=1.0, noise_multiplier=1.1, learning_rate=1e-3)
+    if kind == "dp-general":
+        general_models.add(id(model))
+    model.compile(optimizer=optimizer, loss=loss)
+    return model
+
+
+def _data(name: str, steps: int):
+    import numpy as np
+
+    _, input_shape, _ = _build(name)
     batch_size = BATCH_SIZES[name]
     rng = np.random.default_rng(0)
     x = rng.normal(size=(batch_size * steps, *input_shape)).astype("float32")
@@ -82,33 +97,86 @@ def run_one(name: str, optimizer_kind: str, steps: int, repeats: int) -> dict[st
         y = rng.integers(0, 10, size=batch_size * steps)
     else:
         y = rng.normal(size=(batch_size * steps, 1)).astype("float32")
-    if optimizer_kind == "plain":
-        optimizer = keras.optimizers.Adam(1e-3)
-    else:
-        optimizer = pydp_r.DPAdam(l2_norm_clip=1.0, noise_multiplier=1.1, learning_rate=1e-3)
-    model.compile(optimizer=optimizer, loss=loss)
-    model.fit(x[: batch_size * 2], y[: batch_size * 2], batch_size=batch_size, epochs=2, verbose=0)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        model.fit(x, y, batch_size=batch_size, epochs=1, verbose=0, shuffle=False)
-        times.append((time.perf_counter() - start) / steps)
-    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"seconds_per_step": float(np.median(times)), "peak_rss_mib": peak_mib}
+    return x, y
+
+
+def _force_general_path(general_models: set[int]) -> None:
+    """Send the models whose ids are in `general_models` to the general per-example path."""
+    from pydp_r import fast_clipping
+
+    fast_path_reason = fast_clipping.unsupported_reason
+
+    def unsupported_reason(model):
+        if id(model) in general_models:
+            return "benchmark forces the general path"
+        return fast_path_reason(model)
+
+    fast_clipping.unsupported_reason = unsupported_reason
+
+
+def time_interleaved(name: str, dp_kind: str, steps: int, repeats: int) -> dict[str, float]:
+    """Per-step seconds of plain and `dp_kind` (medians over rounds), and the median ratio."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import numpy as np
+
+    general_models: set[int] = set()
+    _force_general_path(general_models)
+    batch_size = BATCH_SIZES[name]
+    if dp_kind == "dp-general":
+        steps = min(steps, GENERAL_MAX_STEPS)
+    x, y = _data(name, steps)
+    models = {kind: _compiled(name, kind, general_models) for kind in ("plain", dp_kind)}
+    for model in models.values():
+        warm = batch_size * 2
+        model.fit(x[:warm], y[:warm], batch_size=batch_size, epochs=2, verbose=0)
+    seconds: dict[str, list[float]] = {kind: [] for kind in models}
+    for round_index in range(repeats):
+        kinds = list(models) if round_index % 2 == 0 else list(models)[::-1]
+        for kind in kinds:
+            start = time.perf_counter()
+            models[kind].fit(x, y, batch_size=batch_size, verbose=0, shuffle=False)
+            seconds[kind].append((time.perf_counter() - start) / steps)
+    ratios = np.array(seconds[dp_kind]) / np.array(seconds["plain"])
+    return {
+        "plain": float(np.median(seconds["plain"])),
+        dp_kind: float(np.median(seconds[dp_kind])),
+        "ratio": float(np.median(ratios)),
+    }
+
+
+def peak_memory(name: str, kind: str) -> float:
+    """Peak resident set size (MiB) of this process after a short run of one configuration."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    general_models: set[int] = set()
+    _force_general_path(general_models)
+    model = _compiled(name, kind, general_models)
+    x, y = _data(name, 3)
+    model.fit(x, y, batch_size=BATCH_SIZES[name], epochs=2, verbose=0)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _in_subprocess(*arguments: str) -> object:
+    command = [sys.executable, __file__, *arguments]
+    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    return json.loads(output.strip().splitlines()[-1])
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--quick", action="store_true", help="10 steps, 3 repeats")
-    parser.add_argument("--one", nargs=2, metavar=("MODEL", "OPTIMIZER"), help=argparse.SUPPRESS)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--quick", action="store_true", help="10 steps, 3 rounds")
+    parser.add_argument("--timing", nargs=2, metavar=("MODEL", "KIND"), help=argparse.SUPPRESS)
+    parser.add_argument("--memory", nargs=2, metavar=("MODEL", "KIND"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:
         args.steps, args.repeats = 10, 3
-    if args.one:
-        print(json.dumps(run_one(args.one[0], args.one[1], args.steps, args.repeats)))
+    if args.timing:
+        print(json.dumps(time_interleaved(*args.timing, args.steps, args.repeats)))
+        return 0
+    if args.memory:
+        print(json.dumps(peak_memory(*args.memory)))
         return 0
 
     print(
@@ -116,21 +184,14 @@ def main(argv: list[str] | None = None) -> int:
         f"{'general ms':>10} {'ratio':>6} {'plain MiB':>9} {'DP MiB':>7} {'general MiB':>11}"
     )
     for name in args.models:
-        results = {}
-        for kind in ("plain", "dp", "dp-general"):
-            command = [sys.executable, __file__, "--one", name, kind]
-            command += ["--steps", str(args.steps), "--repeats", str(args.repeats)]
-            output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-            results[kind] = json.loads(output.strip().splitlines()[-1])
-        plain = results["plain"]["seconds_per_step"]
+        rounds = ["--steps", str(args.steps), "--repeats", str(args.repeats)]
+        fast = _in_subprocess("--timing", name, "dp", *rounds)
+        general = _in_subprocess("--timing", name, "dp-general", *rounds)
+        memory = {kind: _in_subprocess("--memory", name, kind) for kind in KINDS}
         print(
-            f"{name:8} {BATCH_SIZES[name]:>5} {plain * 1e3:>9.1f} "
-            f"{results['dp']['seconds_per_step'] * 1e3:>8.1f} "
-            f"{results['dp']['seconds_per_step'] / plain:>6.2f} "
-            f"{results['dp-general']['seconds_per_step'] * 1e3:>10.1f} "
-            f"{results['dp-general']['seconds_per_step'] / plain:>6.2f} "
-            f"{results['plain']['peak_rss_mib']:>9.0f} {results['dp']['peak_rss_mib']:>7.0f} "
-            f"{results['dp-general']['peak_rss_mib']:>11.0f}",
+            f"{name:8} {BATCH_SIZES[name]:>5} {fast['plain'] * 1e3:>9.1f} {fast['dp'] * 1e3:>8.1f} "
+            f"{fast['ratio']:>6.2f} {general['dp-general'] * 1e3:>10.1f} {general['ratio']:>6.2f} "
+            f"{memory['plain']:>9.0f} {memory['dp']:>7.0f} {memory['dp-general']:>11.0f}",
             flush=True,
         )
     return 0

@@ -42,7 +42,7 @@ class LayerRule(Protocol):
 
         `z` is the tensor computed directly from the trainable weights (e.g. the pre-activation),
         so the weights' gradient follows from the gradient at `z` alone; `saved` is what
-        `squared_norms` needs besides that gradient (e.g. the layer input).
+        `unit_gradients` needs besides that gradient (e.g. the layer input).
         """
 
     def unit_gradients(

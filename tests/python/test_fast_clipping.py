@@ -276,7 +276,7 @@ def test_models_the_fast_path_cannot_prove_per_example_are_sent_to_the_general_p
     assert "EinsumDense" in fast_clipping.unsupported_reason(einsum_model)
 
 
-def assert_fit_step_is_the_batch_of_one_reference(model, x, y, clip):
+def assert_fit_step_is_the_batch_of_one_reference(model, x, y, clip, jit_compile="auto"):
     """One noiseless DPSGD fit() step (lr 1) equals minus the mean of the clipped gradients of
     each example's loss, MSE plus regularization, computed on that example alone."""
     reference = []
@@ -292,7 +292,11 @@ def assert_fit_step_is_the_batch_of_one_reference(model, x, y, clip):
     before = [w.numpy().copy() for w in model.trainable_weights]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", pydp_r.NoPrivacyWarning)
-        model.compile(optimizer=pydp_r.DPSGD(clip, 0.0, learning_rate=1.0), loss="mse")
+        model.compile(
+            optimizer=pydp_r.DPSGD(clip, 0.0, learning_rate=1.0),
+            loss="mse",
+            jit_compile=jit_compile,
+        )
     model.fit(x, y, batch_size=len(x), epochs=1, shuffle=False, verbose=0)
     for w, old, want in zip(model.trainable_weights, before, expected, strict=True):
         np.testing.assert_allclose(w.numpy() - old, -want, rtol=2e-4, atol=1e-6)
@@ -347,3 +351,21 @@ def test_a_batch_mixing_functional_model_is_trained_example_by_example():
     hidden = hidden - keras.ops.mean(hidden, axis=0, keepdims=True)
     model = keras.Model(inputs, keras.layers.Dense(1)(hidden))
     assert_fit_step_is_the_batch_of_one_reference(model, x, y, clip=0.5)
+
+
+@pytest.mark.parametrize("path", ["fast", "general"])
+def test_xla_compiled_fit_step_is_the_batch_of_one_reference(path):
+    # Keras compiles the train step with XLA on GPUs by default; both paths must compile.
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(8, 9, 10, 3)).astype("float32")
+    y = rng.normal(size=(8, 1)).astype("float32") * 5
+    model = sequential(
+        keras.layers.Conv2D(4, 3, strides=2, activation="relu"),
+        keras.layers.Flatten(),
+        keras.layers.Dense(1),
+        input_shape=(9, 10, 3),
+    )
+    if path == "general":  # a layer without a per-example guarantee
+        model = sequential(model, keras.layers.Lambda(lambda t: t), input_shape=(9, 10, 3))
+    assert (fast_clipping.unsupported_reason(model) is None) == (path == "fast")
+    assert_fit_step_is_the_batch_of_one_reference(model, x, y, clip=0.5, jit_compile=True)
