@@ -149,15 +149,14 @@ def affine_unit_gradients(
     norms, kernel_grads = outer_product_gradients(
         per_unit(tf.cast(activations, z_grad.dtype), num_units), grads
     )
-    if bias is None:
-        gradients = None if kernel_grads is None else [kernel_grads]
-    else:
+    weights, unit_grads = [kernel], [kernel_grads]
+    if bias is not None:
         bias_grads = tf.reduce_sum(grads, axis=1)
         norms += tf.reduce_sum(tf.square(bias_grads), axis=1)
-        gradients = None if kernel_grads is None else [kernel_grads, bias_grads]
-    if gradients is not None:
-        shapes = [kernel.shape] if bias is None else [kernel.shape, bias.shape]
-        gradients = [
-            tf.reshape(g, [-1, *shape]) for g, shape in zip(gradients, shapes, strict=True)
-        ]
-    return UnitGradients(norms, gradients)
+        weights.append(bias)
+        unit_grads.append(bias_grads)
+    if kernel_grads is None:
+        return UnitGradients(norms)
+    return UnitGradients(
+        norms, [tf.reshape(g, [-1, *w.shape]) for g, w in zip(unit_grads, weights, strict=True)]
+    )
