@@ -201,6 +201,8 @@ def clipped_gradient_sum(
         total_loss = tf.reduce_sum(unit_losses)
     z_grads = tape.gradient(total_loss, [record.z for record in records])
 
+    # Rules are told "one unit per example" as None, so they know positions per unit statically.
+    rule_units = None if num_microbatches is None else num_units
     squared_norms = tf.zeros(tf.reshape(num_units, [1]), tf.float32)
     unit_gradients: dict[int, list[tf.Tensor]] = {}  # record index -> per-unit weight gradients
     for index, (record, z_grad) in enumerate(zip(records, z_grads, strict=True)):
@@ -208,7 +210,7 @@ def clipped_gradient_sum(
             continue
         if record.rule is not None:
             norms, gradients = record.rule.unit_gradients(
-                record.layer, record.saved, z_grad, num_units
+                record.layer, record.saved, z_grad, rule_units
             )
         else:
             gradients = _vectorized_layer_gradients(record, z_grad, num_units)

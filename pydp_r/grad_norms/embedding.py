@@ -7,7 +7,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from pydp_r.grad_norms.registry import UnitGradients, register
+from pydp_r.grad_norms.registry import UnitGradients, per_unit, register
 
 
 @register(keras.layers.Embedding)
@@ -29,8 +29,8 @@ class EmbeddingRule:
         self, layer: keras.layers.Embedding, saved: tf.Tensor, z_grad: tf.Tensor, num_units: Any
     ) -> UnitGradients:
         # ||sum_t e_{i_t} g_t^T||^2 = sum_{t,s} [i_t == i_s] g_t . g_s (ghost norm over positions).
-        indices = tf.reshape(tf.cast(saved, tf.int64), tf.stack([num_units, -1]))
-        grads = tf.reshape(z_grad, tf.stack([num_units, -1, tf.shape(z_grad)[-1]]))
+        indices = per_unit(tf.cast(saved, tf.int64)[..., tf.newaxis], num_units)[..., 0]
+        grads = per_unit(z_grad, num_units)
         same_row = tf.cast(tf.equal(indices[:, :, None], indices[:, None, :]), grads.dtype)
         grad_gram = tf.linalg.matmul(grads, grads, transpose_b=True)
         # Per-example gradients would be (units, vocabulary, dim): never formed.

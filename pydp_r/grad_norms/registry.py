@@ -11,6 +11,7 @@ that registers a rule with `@register(LayerType)`.
 
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple, Protocol
 
 import keras
@@ -51,7 +52,8 @@ class LayerRule(Protocol):
         """Per-unit squared norms of the layer's weight gradients (and the gradients if formed).
 
         `saved` and `z_grad` have the batch as leading dimension; the batch splits into
-        `num_units` (an int32 scalar) equal consecutive units (examples or microbatches).
+        `num_units` (an int32 scalar; None for one unit per example) equal consecutive units
+        (examples or microbatches). `per_unit` does that reshape.
         """
 
 
@@ -82,13 +84,20 @@ def registered_types() -> tuple[type, ...]:
     return tuple(_RULES)
 
 
-def per_unit(tensor: tf.Tensor, num_units: int) -> tf.Tensor:
+def per_unit(tensor: tf.Tensor, num_units: Any) -> tf.Tensor:
     """Reshape `(batch, ..., features)` to `(units, positions, features)`.
 
     All examples of a unit, and all positions (time steps, pixels) of an example, become one
-    axis of positions: a unit's weight gradient is a sum over its positions.
+    axis of positions: a unit's weight gradient is a sum over its positions. `num_units` is an
+    int32 scalar, or None for one unit per example; then the number of positions is static
+    whenever the example shape is, even if the batch size is not known at trace time.
     """
-    features = tf.shape(tensor)[-1]
+    features = tensor.shape[-1] if tensor.shape[-1] is not None else tf.shape(tensor)[-1]
+    if num_units is None:
+        example_shape = tensor.shape[1:-1]
+        if example_shape.is_fully_defined():
+            return tf.reshape(tensor, [-1, math.prod(example_shape), features])
+        num_units = tf.shape(tensor)[0]
     return tf.reshape(tensor, tf.stack([num_units, -1, features]))
 
 
@@ -137,7 +146,7 @@ def affine_unit_gradients(
         activations: `a`, shape `(batch, ..., d_in)` (for a convolution, its input patches in
             the kernel's order).
         z_grad: Gradient at `z`, shape `(batch, ..., d_out)`, same positions.
-        num_units: Units (examples or microbatches) the batch splits into.
+        num_units: Units (microbatches) the batch splits into; None for one per example.
         kernel: `W`; its shape flattens to `(d_in, d_out)`.
         bias: `b`, or None.
 

@@ -161,6 +161,33 @@ def test_conv1d_with_ghost_norms_and_formed_gradients(monkeypatch):
     assert formed == [False, True, False]  # the Dense on vectors needs neither
 
 
+def test_ghost_norms_are_chosen_when_the_batch_size_is_unknown_at_trace_time(monkeypatch):
+    # Keras traces fit() with an unknown batch size for datasets without drop_remainder.
+    x, y = sequence_data(features=40)  # 12 positions x (40 + 64) < 40 x 64: ghost is cheaper
+    model = sequential(
+        keras.layers.Dense(64, activation="relu"),
+        keras.layers.GlobalAveragePooling1D(),
+        keras.layers.Dense(1),
+        input_shape=x.shape[1:],
+    )
+    model.compile(loss="mse")
+
+    def loss(unit_targets, predictions):
+        return model._compute_loss(y=unit_targets, y_pred=predictions)
+
+    formed = formed_gradients(monkeypatch)
+    unknown_batch = [tf.TensorSpec((None, *x.shape[1:])), tf.TensorSpec((None, 1))]
+    traced = tf.function(
+        lambda x, y: fast_clipping.clipped_gradient_sum(model, loss, x, y, 0.5)[0],
+        input_signature=unknown_batch,
+    )
+    got = traced(tf.constant(x), tf.constant(y))
+    assert formed == [False, False]
+    want = fast_clipping.clipped_gradient_sum(model, loss, tf.constant(x), tf.constant(y), 0.5)
+    for got_sum, want_sum in zip(got, want[0], strict=True):
+        np.testing.assert_allclose(got_sum.numpy(), want_sum.numpy(), rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize(
     ("positions", "d_in", "d_out", "formed"),
     [(1, 5, 3, False), (12, 2, 3, True), (4, 40, 64, False), (7, 9, 9, True)],
