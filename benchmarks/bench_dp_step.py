@@ -28,15 +28,18 @@ import time
 
 MODELS = ("ppg", "mnist", "dense1m")
 BATCH_SIZES = {"ppg": 32, "mnist": 256, "dense1m": 1024}
+INPUT_SHAPES = {"ppg": (12, 6), "mnist": (28, 28, 1), "dense1m": (1000,)}
 KINDS = ("plain", "dp", "dp-general")
 GENERAL_MAX_STEPS = 10
 
 
 def _build(name: str):
+    """The benchmark's model (input shape `INPUT_SHAPES[name]`) and its loss."""
     import keras
 
+    inputs = keras.Input(INPUT_SHAPES[name])
     if name == "ppg":
-        layers = [keras.Input((12, 6))]
+        layers = [inputs]
         for filters, kernel in ((32, 3), (64, 5), (128, 5)):
             layers += [
                 keras.layers.Conv1D(filters, kernel, activation="relu"),
@@ -47,11 +50,11 @@ def _build(name: str):
             keras.layers.Dense(128, activation="relu"),
             keras.layers.Dense(1),
         ]
-        return keras.Sequential(layers), (12, 6), "mse"
+        return keras.Sequential(layers), "mse"
     if name == "mnist":
         model = keras.Sequential(
             [
-                keras.Input((28, 28, 1)),
+                inputs,
                 keras.layers.Conv2D(16, 8, strides=2, padding="same", activation="relu"),
                 keras.layers.MaxPooling2D(2, 1),
                 keras.layers.Conv2D(32, 4, strides=2, padding="valid", activation="relu"),
@@ -61,11 +64,11 @@ def _build(name: str):
                 keras.layers.Dense(10),
             ]
         )
-        return model, (28, 28, 1), keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        return model, keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     model = keras.Sequential(
-        [keras.Input((1000,)), keras.layers.Dense(1000, activation="relu"), keras.layers.Dense(1)]
+        [inputs, keras.layers.Dense(1000, activation="relu"), keras.layers.Dense(1)]
     )
-    return model, (1000,), "mse"
+    return model, "mse"
 
 
 def _compiled(name: str, kind: str, general_models: set[int]):
@@ -75,7 +78,7 @@ def _compiled(name: str, kind: str, general_models: set[int]):
     import pydp_r
 
     keras.utils.set_random_seed(0)
-    model, _, loss = _build(name)
+    model, loss = _build(name)
     if kind == "plain":
         optimizer = keras.optimizers.Adam(1e-3)
     else:
@@ -89,10 +92,9 @@ def _compiled(name: str, kind: str, general_models: set[int]):
 def _data(name: str, steps: int):
     import numpy as np
 
-    _, input_shape, _ = _build(name)
     batch_size = BATCH_SIZES[name]
     rng = np.random.default_rng(0)
-    x = rng.normal(size=(batch_size * steps, *input_shape)).astype("float32")
+    x = rng.normal(size=(batch_size * steps, *INPUT_SHAPES[name])).astype("float32")
     if name == "mnist":
         y = rng.integers(0, 10, size=batch_size * steps)
     else:

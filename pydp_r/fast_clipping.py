@@ -214,9 +214,7 @@ def clipped_gradient_sum(
             )
         else:
             gradients = _vectorized_layer_gradients(record, z_grad, num_units)
-            norms = tf.add_n(
-                [tf.reduce_sum(tf.square(tf.reshape(g, [num_units, -1])), 1) for g in gradients]
-            )
+            norms = grad_norms.gradients_squared_norms(gradients)
         if gradients is not None:
             unit_gradients[index] = gradients
         squared_norms += tf.cast(norms, tf.float32)

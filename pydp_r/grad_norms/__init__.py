@@ -8,9 +8,17 @@ from pydp_r.grad_norms import conv, dense, embedding, layer_norm  # noqa: F401  
 from pydp_r.grad_norms.registry import (
     LayerRule,
     UnitGradients,
+    gradients_squared_norms,
     register,
     registered_types,
     rule_for,
 )
 
-__all__ = ["LayerRule", "UnitGradients", "register", "registered_types", "rule_for"]
+__all__ = [
+    "LayerRule",
+    "UnitGradients",
+    "gradients_squared_norms",
+    "register",
+    "registered_types",
+    "rule_for",
+]

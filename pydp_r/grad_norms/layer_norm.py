@@ -7,7 +7,12 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from pydp_r.grad_norms.registry import UnitGradients, per_unit, register
+from pydp_r.grad_norms.registry import (
+    UnitGradients,
+    gradients_squared_norms,
+    per_unit,
+    register,
+)
 
 
 @register(keras.layers.LayerNormalization)
@@ -44,5 +49,4 @@ class LayerNormRule:
                 gradients.append(tf.reduce_sum(grads * normalized, axis=1))
             else:
                 gradients.append(tf.reduce_sum(grads, axis=1))
-        norms = tf.add_n([tf.reduce_sum(tf.square(g), axis=1) for g in gradients])
-        return UnitGradients(norms, gradients)
+        return UnitGradients(gradients_squared_norms(gradients), gradients)

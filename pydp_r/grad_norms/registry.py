@@ -101,6 +101,13 @@ def per_unit(tensor: tf.Tensor, num_units: Any) -> tf.Tensor:
     return tf.reshape(tensor, tf.stack([num_units, -1, features]))
 
 
+def gradients_squared_norms(gradients: list[tf.Tensor]) -> tf.Tensor:
+    """Per-unit squared L2 norm over all of a layer's per-unit gradients, each `(units, ...)`."""
+    return tf.add_n(
+        [tf.reduce_sum(tf.square(g), axis=list(range(1, g.shape.rank))) for g in gradients]
+    )
+
+
 def outer_product_gradients(
     activations: tf.Tensor, z_grads: tf.Tensor
 ) -> tuple[tf.Tensor, tf.Tensor | None]:
