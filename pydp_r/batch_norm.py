@@ -11,13 +11,15 @@ from __future__ import annotations
 from typing import Literal
 
 import keras
-from keras.src.models.functional import Functional
+
+from pydp_r import _keras_seam
+from pydp_r._keras_seam import Functional
 
 
 def _trainable_batch_norm_layers(model: keras.Model) -> list[keras.layers.Layer]:
     return [
         layer
-        for layer in model._flatten_layers(include_self=False, recursive=True)
+        for layer in _keras_seam.flatten_layers(model)
         if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable
     ]
 
@@ -111,10 +113,8 @@ def replace_batch_norm(
         return layer.__class__.from_config(layer.get_config())
 
     clone = keras.models.clone_model(model, clone_function=clone_layer, recursive=True)
-    originals = {
-        layer.name: layer for layer in model._flatten_layers(include_self=False, recursive=True)
-    }
-    for new_layer in clone._flatten_layers(include_self=False, recursive=True):
+    originals = {layer.name: layer for layer in _keras_seam.flatten_layers(model)}
+    for new_layer in _keras_seam.flatten_layers(clone):
         old_layer = originals.get(new_layer.name)
         if (
             old_layer is None

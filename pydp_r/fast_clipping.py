@@ -24,9 +24,9 @@ from typing import Any
 
 import keras
 import tensorflow as tf
-from keras.src.models.functional import Functional
 
-from pydp_r import grad_norms
+from pydp_r import _keras_seam, grad_norms
+from pydp_r._keras_seam import Functional
 from pydp_r.clipping import clip_factors, split_into_microbatches, split_units
 
 # Layers without trainable weights that compute each example's output from that example alone.
@@ -111,7 +111,7 @@ class _Record:
 def _recording(model: keras.Model, records: list[_Record]) -> Iterator[None]:
     """Temporarily route the calls of every layer with own trainable weights through a recorder."""
     hooked = []
-    for layer in model._flatten_layers(include_self=False, recursive=True):
+    for layer in _keras_seam.flatten_layers(model):
         if type(layer) in (keras.Sequential, Functional) or not layer.trainable_weights:
             continue
         rule = grad_norms.rule_for(layer)

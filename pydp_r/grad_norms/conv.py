@@ -7,6 +7,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from pydp_r import _keras_seam
 from pydp_r.grad_norms.registry import UnitGradients, affine_unit_gradients, register
 
 
@@ -44,7 +45,7 @@ class ConvRule:
     ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         padding = layer.padding
         if padding == "causal":
-            inputs = keras.ops.pad(inputs, layer._compute_causal_padding())
+            inputs = keras.ops.pad(inputs, _keras_seam.causal_padding(layer))
             padding = "valid"
         z = keras.ops.conv(
             inputs,
