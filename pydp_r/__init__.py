@@ -3,36 +3,41 @@
 Swap the optimizer to train privately::
 
     model.compile(optimizer=pydp_r.DPAdam(l2_norm_clip=1.0, noise_multiplier=1.1), loss="mse")
+
+Names are imported on first use (PEP 562), so `pydp_r.compute_epsilon` and the command line
+load only the accounting (dp-accounting, no TensorFlow); a DP optimizer loads Keras.
 """
 
-from pydp_r import _keras_compat, data
-from pydp_r import train_step as _train_step
-from pydp_r.accounting import (
-    compute_dp_sgd_privacy,
-    compute_epsilon,
-    compute_noise_multiplier,
-    privacy_statement,
-)
-from pydp_r.batch_norm import replace_batch_norm
-from pydp_r.callbacks import PrivacyBudget
-from pydp_r.optimizers import (
-    DPSGD,
-    DPAdagrad,
-    DPAdam,
-    DPKerasAdagradOptimizer,
-    DPKerasAdamOptimizer,
-    DPKerasRMSpropOptimizer,
-    DPKerasSGDOptimizer,
-    DPOptimizerMixin,
-    DPRMSprop,
-    NoPrivacyWarning,
-    make_dp_optimizer_class,
-)
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-_keras_compat.install()
-_train_step.install()
+# Public name -> module that defines it.
+_LAZY_NAMES = {
+    "compute_dp_sgd_privacy": "pydp_r.accounting",
+    "compute_epsilon": "pydp_r.accounting",
+    "compute_noise_multiplier": "pydp_r.accounting",
+    "privacy_statement": "pydp_r.accounting",
+    "PrivacyLedger": "pydp_r.ledger",
+    "replace_batch_norm": "pydp_r.batch_norm",
+    "PrivacyBudget": "pydp_r.callbacks",
+    "ShuffledBatchesWarning": "pydp_r.callbacks",
+    "DPSGD": "pydp_r.optimizers",
+    "DPAdagrad": "pydp_r.optimizers",
+    "DPAdam": "pydp_r.optimizers",
+    "DPKerasAdagradOptimizer": "pydp_r.optimizers",
+    "DPKerasAdamOptimizer": "pydp_r.optimizers",
+    "DPKerasRMSpropOptimizer": "pydp_r.optimizers",
+    "DPKerasSGDOptimizer": "pydp_r.optimizers",
+    "DPOptimizerMixin": "pydp_r.optimizers",
+    "DPRMSprop": "pydp_r.optimizers",
+    "NoPrivacyWarning": "pydp_r.optimizers",
+    "make_dp_optimizer_class": "pydp_r.optimizers",
+}
+_LAZY_MODULES = ("accounting", "audit", "data", "ledger", "tensorflow_privacy")
 
 __all__ = [
     "DPAdagrad",
@@ -46,12 +51,55 @@ __all__ = [
     "DPSGD",
     "NoPrivacyWarning",
     "PrivacyBudget",
+    "PrivacyLedger",
+    "ShuffledBatchesWarning",
     "__version__",
     "compute_dp_sgd_privacy",
-    "data",
     "compute_epsilon",
     "compute_noise_multiplier",
+    "data",
     "make_dp_optimizer_class",
     "privacy_statement",
     "replace_batch_norm",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY_NAMES:
+        value = getattr(importlib.import_module(_LAZY_NAMES[name]), name)
+    elif name in _LAZY_MODULES:
+        value = importlib.import_module(f"pydp_r.{name}")
+    else:
+        raise AttributeError(f"module 'pydp_r' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY_NAMES, *_LAZY_MODULES})
+
+
+if TYPE_CHECKING:
+    from pydp_r import data
+    from pydp_r.accounting import (
+        compute_dp_sgd_privacy,
+        compute_epsilon,
+        compute_noise_multiplier,
+        privacy_statement,
+    )
+    from pydp_r.batch_norm import replace_batch_norm
+    from pydp_r.callbacks import PrivacyBudget, ShuffledBatchesWarning
+    from pydp_r.ledger import PrivacyLedger
+    from pydp_r.optimizers import (
+        DPSGD,
+        DPAdagrad,
+        DPAdam,
+        DPKerasAdagradOptimizer,
+        DPKerasAdamOptimizer,
+        DPKerasRMSpropOptimizer,
+        DPKerasSGDOptimizer,
+        DPOptimizerMixin,
+        DPRMSprop,
+        NoPrivacyWarning,
+        make_dp_optimizer_class,
+    )

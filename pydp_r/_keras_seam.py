@@ -8,19 +8,33 @@ Keras release moves one of these, this module and its contract tests
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import functools
+import inspect
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import keras
+import tensorflow as tf
+from keras.src.backend.tensorflow import trainer as _tensorflow_trainer
 from keras.src.backend.tensorflow.trainer import TensorFlowTrainer
 from keras.src.losses import loss as _loss_module
 from keras.src.models.functional import Functional
 
+# The Keras releases this seam and its contract tests were run against (inclusive floor).
+SUPPORTED_KERAS = (3, 11)
+
 __all__ = [
     "Functional",
+    "SUPPORTED_KERAS",
     "TensorFlowTrainer",
     "call_has_training_arg",
     "causal_padding",
+    "check_keras_version",
+    "compiled_loss_metrics",
+    "compute_loss",
+    "dataset_inputs",
+    "install",
+    "optimizer_batches_seen",
     "flatten_layers",
     "is_graph_network",
     "loss_tracker",
@@ -56,3 +70,129 @@ def loss_tracker(model: keras.Model) -> keras.metrics.Metric:
 def unscale_loss_for_distribution(loss: Any) -> Any:
     """Undo the 1 / num_replicas scaling Keras applies to losses under tf.distribute."""
     return _loss_module.unscale_loss_for_distribution(loss)
+
+
+def compute_loss(model: keras.Model, x: Any, y: Any, y_pred: Any, sample_weight: Any) -> Any:
+    """`model.compute_loss(..., training=True)`, also for user overrides without `training`."""
+    return model._compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True)
+
+
+def compiled_loss_metrics(model: keras.Model) -> tuple[Any, list[keras.metrics.Metric]]:
+    """The compiled loss object and its per-output loss metrics (`output_1_loss`, ...)."""
+    compile_loss = getattr(model, "_compile_loss", None)
+    return compile_loss, list(getattr(compile_loss, "metrics", None) or [])
+
+
+def dataset_inputs(dataset: tf.data.Dataset) -> list[tf.data.Dataset]:
+    """The datasets `dataset` was made from by its last transformation."""
+    return list(dataset._inputs())
+
+
+def optimizer_batches_seen(optimizer: keras.optimizers.Optimizer) -> Any:
+    """Batches an optimizer has applied, each accumulation step counted (`iterations` counts
+    logical batches under gradient accumulation)."""
+    return optimizer._iterations
+
+
+def check_keras_version(version: str = keras.__version__) -> None:
+    """Refuse a Keras older than `SUPPORTED_KERAS`, naming the fix.
+
+    Raises:
+        ImportError: For Keras < 3.11 (older releases lack what the DP step relies on).
+    """
+    parts = []
+    for part in version.split(".")[:2]:
+        digits = "".join(ch for ch in part if ch.isdigit())
+        parts.append(int(digits or 0))
+    if tuple(parts) < SUPPORTED_KERAS:
+        floor = ".".join(map(str, SUPPORTED_KERAS))
+        raise ImportError(
+            f"pydp_r needs Keras >= {floor} (Keras 3 on the TensorFlow backend); found Keras "
+            f"{version}. Upgrade with `pip install 'keras>={floor}'`."
+        )
+
+
+# --- Patches: the DP train step and fit() bookkeeping, and two multi-worker work-arounds ---
+
+_original_train_step = TensorFlowTrainer.train_step
+_original_fit = TensorFlowTrainer.fit
+_original_maybe_symbolic_build = TensorFlowTrainer._maybe_symbolic_build
+_original_reduce_per_replica = _tensorflow_trainer.reduce_per_replica
+_FIT_SIGNATURE = inspect.signature(_original_fit)
+
+
+def install(
+    uses_dp: Callable[[keras.Model], bool],
+    dp_train_step: Callable[[keras.Model, Any], Any],
+    before_fit: Callable[[keras.Model, dict[str, Any]], Callable[[], None]],
+) -> None:
+    """Route `fit()` of DP models through `before_fit` and their steps through `dp_train_step`.
+
+    `before_fit(model, arguments)` gets `fit()`'s bound arguments by name, may change them in
+    place (e.g. add a callback), and returns a function run when `fit()` ends, also by an
+    exception or an interrupt. Other models run Keras' own code. Idempotent.
+    """
+
+    def train_step(self: keras.Model, data: Any) -> Any:
+        if uses_dp(self):
+            return dp_train_step(self, data)
+        return _original_train_step(self, data)
+
+    @functools.wraps(_original_fit)
+    def fit(self: keras.Model, *args: Any, **kwargs: Any) -> Any:
+        if not uses_dp(self):
+            return _original_fit(self, *args, **kwargs)
+        bound = _FIT_SIGNATURE.bind(self, *args, **kwargs)
+        bound.apply_defaults()
+        arguments = dict(bound.arguments)
+        del arguments["self"]
+        after_fit = before_fit(self, arguments)
+        try:
+            return _original_fit(self, **arguments)
+        finally:
+            after_fit()
+
+    TensorFlowTrainer.train_step = train_step
+    TensorFlowTrainer.fit = fit
+    TensorFlowTrainer._maybe_symbolic_build = _maybe_symbolic_build
+    _tensorflow_trainer.reduce_per_replica = _reduce_per_replica
+
+
+# `fit()` under tf.distribute.MultiWorkerMirroredStrategy (Keras 3.15, TensorFlow 2.21) fails
+# for any optimizer, in two places, worked around here:
+# - To build the model symbolically, Keras reduces the first distributed batch with
+#   `strategy.reduce("MEAN", ...)`, which that strategy cannot do eagerly on per-replica
+#   tensors. Building only needs shapes and dtypes: we build from the local replica's part.
+# - Each step's logs (scalar loss and metrics) are averaged with `strategy.reduce("MEAN", v,
+#   axis=0)`, and a scalar has no axis 0. We average scalars over replicas with `axis=None`.
+
+
+def _maybe_symbolic_build(self: Any, iterator: Any = None, data_batch: Any = None) -> None:
+    strategy = self.distribute_strategy
+    if iterator is None or not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return _original_maybe_symbolic_build(self, iterator=iterator, data_batch=data_batch)
+    for _, _, batches in iterator:
+        distributed_batch = next(batches)
+        break
+
+    def local_part(value: Any) -> Any:
+        if isinstance(value, tf.distribute.DistributedValues):
+            return strategy.experimental_local_results(value)[0]
+        return value
+
+    with strategy.scope():
+        self._symbolic_build(data_batch=keras.tree.map_structure(local_part, distributed_batch))
+
+
+def _reduce_per_replica(values: Any, strategy: Any, reduction: str) -> Any:
+    if reduction not in (
+        "auto",
+        "mean",
+    ) or not _tensorflow_trainer._collective_all_reduce_multi_worker(strategy):
+        return _original_reduce_per_replica(values, strategy, reduction)
+
+    def mean(value: Any) -> Any:
+        axis = 0 if value.shape.rank else None
+        return strategy.reduce("MEAN", value, axis=axis)
+
+    return keras.tree.map_structure(mean, values)

@@ -1,135 +1,457 @@
-"""Keras callbacks for DP training: log the privacy spent, stop before a budget is exceeded."""
+"""Keras callbacks for DP training: record what ran in the privacy ledger, log the epsilon spent,
+stop before a budget is exceeded.
+
+`fit()` of a model with a DP optimizer always runs a `LedgerRecorder` (added by
+`pydp_r.train_step`), which fills `optimizer.privacy_ledger` from the input `fit()` consumed and
+the optimizer's own counters. `PrivacyBudget` is the user's view of that ledger.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import warnings
 from typing import Any
 
 import keras
+import tensorflow as tf
 
-from pydp_r import accounting
+from pydp_r import _keras_seam, accounting, ledger
+from pydp_r._checks import check_count
+from pydp_r.ledger import POISSON, SHUFFLED, PoissonSampling, Segment
 
-_DP_ATTRIBUTES = ("noise_multiplier", "l2_norm_clip", "num_microbatches")
+# Transformations of a poisson_batches dataset that keep every element one Poisson batch.
+_BATCH_PRESERVING_TRANSFORMATIONS = (
+    "MapDataset ParallelMapDataset PrefetchDataset _OptionsDataset TakeDataset SkipDataset "
+    "RepeatDataset _AssertCardinalityDataset CacheDataset FilterDataset"
+).split()
 
 
-def _dp_optimizer_of(model: keras.Model) -> Any:
-    """The model's DP optimizer (looking inside a loss-scale wrapper), or a ValueError."""
-    optimizer = getattr(model, "optimizer", None)
-    for candidate in (optimizer, getattr(optimizer, "inner_optimizer", None)):
-        if candidate is not None and all(hasattr(candidate, a) for a in _DP_ATTRIBUTES):
-            return candidate
-    raise ValueError(
-        "PrivacyBudget needs a model compiled with a DP optimizer (one with attributes "
-        f"{', '.join(_DP_ATTRIBUTES)}, e.g. pydp_r.DPAdam); received optimizer "
-        f"{type(optimizer).__name__}."
+class ShuffledBatchesWarning(UserWarning):
+    """Warned once per fit() that trains on batches that are not Poisson sampled."""
+
+
+@dataclasses.dataclass(frozen=True)
+class FitInput:
+    """What the ledger knows about the input of one `fit()` call.
+
+    Attributes:
+        sampling: "poisson" (a `poisson_batches` dataset) or "shuffled" (anything else).
+        n: Training examples when known from the input itself, else None.
+        poisson: The Poisson dataset's sampling, or None.
+        batch_size: The batch size `fit()` cuts arrays into, else None.
+        whole_passes: True when every epoch is exactly one pass over the data (arrays, or a
+            finite dataset, without `steps_per_epoch`).
+        source: The input in words.
+    """
+
+    sampling: str
+    n: int | None = None
+    poisson: PoissonSampling | None = None
+    batch_size: int | None = None
+    whole_passes: bool = True
+    source: str = ""
+
+    @property
+    def padded(self) -> bool:
+        """Whether batches carry zero-weight padding rows (Poisson batches do)."""
+        return self.sampling == POISSON
+
+
+def poisson_sampling_of(dataset: tf.data.Dataset) -> PoissonSampling | None:
+    """The sampling of a `poisson_batches` dataset, also through batch-preserving
+    transformations (map, prefetch, take, ...); None for a dataset not made from one.
+
+    Raises:
+        ValueError: For a dataset made from Poisson batches by a transformation that may
+            change what a batch holds (unbatch, rebatch, shuffle, ...).
+    """
+    chain = []
+    current = dataset
+    while True:
+        sampling = getattr(current, "pydp_r_poisson_sampling", None)
+        if sampling is not None:
+            unsafe = [name for name in chain if name not in _BATCH_PRESERVING_TRANSFORMATIONS]
+            if unsafe:
+                raise ValueError(
+                    "The dataset given to fit() is made from pydp_r.data.poisson_batches through "
+                    f"{', '.join(unsafe)}, which may change what one batch holds, so the "
+                    "Poisson accounting would not hold. Pass the poisson_batches dataset itself "
+                    "(map and prefetch are fine)."
+                )
+            return sampling
+        inputs = _keras_seam.dataset_inputs(current)
+        if len(inputs) != 1:
+            return None
+        chain.append(type(current).__name__)
+        current = inputs[0]
+
+
+def describe_fit_input(arguments: dict[str, Any]) -> FitInput:
+    """The `FitInput` of a `fit()` call, from its bound arguments by name."""
+    x = arguments.get("x")
+    steps_per_epoch = arguments.get("steps_per_epoch")
+    if isinstance(x, tf.data.Dataset):
+        sampling = poisson_sampling_of(x)
+        if sampling is not None:
+            return FitInput(
+                POISSON, n=sampling.n, poisson=sampling, source="pydp_r.data.poisson_batches"
+            )
+        return FitInput(SHUFFLED, whole_passes=steps_per_epoch is None, source="a tf.data dataset")
+    flat = [value for value in tf.nest.flatten(x) if hasattr(value, "shape")]
+    if not flat or isinstance(x, keras.utils.PyDataset):
+        return FitInput(SHUFFLED, whole_passes=steps_per_epoch is None, source=type(x).__name__)
+    n = int(flat[0].shape[0])
+    split = float(arguments.get("validation_split") or 0.0)
+    if split and arguments.get("validation_data") is None:
+        n = int(math.floor(n * (1.0 - split)))  # as keras' train_validation_split cuts
+    return FitInput(
+        SHUFFLED,
+        n=n,
+        batch_size=int(arguments.get("batch_size") or 32),
+        whole_passes=steps_per_epoch is None,
+        source="arrays",
     )
 
 
-class PrivacyBudget(keras.callbacks.Callback):
-    """Adds the epsilon spent so far to the epoch logs; optionally stops at a budget.
+def _dp_optimizer_of(model: keras.Model) -> Any:
+    """The model's DP optimizer, or a ValueError."""
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is not None and hasattr(optimizer, "privacy_ledger"):
+        return optimizer
+    raise ValueError(
+        "PrivacyBudget needs a model compiled with a pydp_r DP optimizer (e.g. pydp_r.DPAdam); "
+        f"received optimizer {type(optimizer).__name__}."
+    )
 
-    At each epoch end `logs["epsilon"]` is set to `pydp_r.compute_epsilon` for the epochs
-    completed so far, counting those of earlier `fit()` calls with this same instance, so it
-    shows in the progress bar and in `history.history["epsilon"]`. The noise multiplier,
-    microbatching and gradient accumulation are read from the model's DP optimizer.
 
-    The accounting assumes Poisson sampling of rate `batch_size * accumulation / n` and
-    `ceil(epochs * n / logical_batch)` noisy steps (see `pydp_r.privacy_statement`); batches
-    from `pydp_r.data.sampling.poisson_batches` make that assumption true, shuffled batches
-    do not. When the optimizer has taken more steps than that (a final partial batch in every
-    epoch makes `ceil(n / batch)` steps per epoch), epsilon is computed for the steps taken,
-    so the logged value never understates what was spent.
+class LedgerRecorder(keras.callbacks.Callback):
+    """Records, at each epoch end and when `fit()` ends, the noisy steps taken in the ledger.
+
+    Added to every `fit()` of a DP model by `pydp_r.train_step`; not for users to add.
 
     Args:
-        n: Number of training examples, integer >= 1.
-        batch_size: Examples per `fit()` batch, integer in [1, n]: the batch size given to
-            `fit()` or the dataset, or the expected batch size `sampling_rate * n` with
-            `poisson_batches` (not its padded `max_batch_size`). With gradient accumulation
-            of k steps the logical batch `batch_size * k` must still be <= n.
-        delta: Target delta, in (0, 1).
-        target_epsilon: None (only log) or an epsilon budget > 0: training stops at the end
-            of the epoch after which one more epoch would exceed it.
-        accountant: "rdp" or "pld" (see `compute_epsilon`).
+        optimizer: The model's DP optimizer.
+        fit_input: What `fit()` trains on.
+    """
+
+    def __init__(self, optimizer: Any, fit_input: FitInput) -> None:
+        super().__init__()
+        self.optimizer = optimizer
+        self.fit_input = fit_input
+        self.declared_n: int | None = None  # from PrivacyBudget, used only where n is unknown
+        self.ledger_paths: list[str] = []
+        self.ledger_fields: dict[str, Any] = {}
+        self._epoch_open = False
+        self._resumed_checked = False
+        optimizer.ledger_recorder = self
+
+    @property
+    def accumulation(self) -> int:
+        return int(self.optimizer.gradient_accumulation_steps or 1)
+
+    @property
+    def n(self) -> int | None:
+        """Examples per pass: measured from the input, else as declared to PrivacyBudget."""
+        return self.fit_input.n if self.fit_input.n is not None else self.declared_n
+
+    def segment(self, steps: int = 0, passes: int = 0, epochs: int = 0, **changes: Any) -> Segment:
+        """A segment of this fit()'s mechanism with the given counts."""
+        optimizer = self.optimizer
+        num_microbatches = optimizer.num_microbatches
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        used_microbatching = num_microbatches is not None and (
+            optimizer.largest_batch > num_microbatches * replicas
+            or (self.fit_input.batch_size or 0) > num_microbatches
+            or (self.fit_input.poisson is not None)
+        )
+        poisson = self.fit_input.poisson
+        fields = dict(
+            sampling=self.fit_input.sampling,
+            noise_multiplier=float(optimizer.noise_multiplier),
+            used_microbatching=bool(used_microbatching),
+            steps=steps,
+            n=self.n,
+            sampling_rate=None if poisson is None else poisson.sampling_rate,
+            max_batch_size=None if poisson is None else poisson.max_batch_size,
+            passes=passes if self.fit_input.sampling == SHUFFLED else 0,
+            largest_batch=optimizer.largest_batch or None,
+            epochs=epochs,
+        )
+        fields.update(changes)
+        return Segment(**fields)
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        if self.fit_input.sampling == POISSON and self.accumulation > 1:
+            raise ValueError(
+                "gradient_accumulation_steps > 1 with poisson_batches would add several "
+                "independent Poisson batches into one noisy step, which the Poisson "
+                "accounting does not cover. Use gradient_accumulation_steps=1 with a larger "
+                "sampling_rate instead."
+            )
+        self._steps_at = self.optimizer.noisy_steps
+        self._examples_at = self.optimizer.examples_seen
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        if not self._resumed_checked:
+            self._resumed_checked = True
+            self._presume_missing_epochs(epoch)
+        self._epoch_open = True
+
+    def _presume_missing_epochs(self, epoch: int) -> None:
+        """A fit() resumed at `epoch` (initial_epoch, BackupAndRestore) past the epochs this
+        ledger recorded: count the missing ones as if they ran with this fit()'s settings."""
+        missing = epoch - self.optimizer.privacy_ledger.epochs
+        if missing <= 0:
+            return
+        if self.fit_input.sampling == POISSON:
+            steps = missing * self.fit_input.poisson.steps_per_epoch
+            presumed = self.segment(steps=steps, epochs=missing, presumed=True)
+        else:
+            presumed = self.segment(passes=missing, epochs=missing, presumed=True)
+            if not self.fit_input.whole_passes:
+                warnings.warn(
+                    "Resuming with steps_per_epoch: each presumed epoch is counted as one pass.",
+                    stacklevel=2,
+                )
+        warnings.warn(
+            f"fit() starts at epoch {epoch}, but this optimizer's privacy ledger records "
+            f"{self.optimizer.privacy_ledger.epochs} epochs (weights-only checkpoint or "
+            f"BackupAndRestore): the {missing} missing epochs are counted as if they ran with "
+            "the current settings. Save the whole model (.keras) or keep a ledger file "
+            "(PrivacyBudget(ledger_path=...)) to carry the exact record.",
+            stacklevel=2,
+        )
+        self.optimizer.privacy_ledger.record(presumed)
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self.close_epoch()
+
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        self.close_epoch()
+
+    def close_epoch(self) -> None:
+        """Record the steps since the last record as one (possibly partial) epoch."""
+        if not self._epoch_open:
+            return
+        self._epoch_open = False
+        optimizer = self.optimizer
+        steps = optimizer.noisy_steps - self._steps_at
+        examples = optimizer.examples_seen - self._examples_at
+        self._steps_at, self._examples_at = optimizer.noisy_steps, optimizer.examples_seen
+        passes = 0
+        if self.fit_input.sampling == SHUFFLED and (steps or examples):
+            if self.fit_input.whole_passes:
+                passes = 1
+            elif self.n is not None:
+                passes = max(1, math.ceil(examples / self.n))
+            else:
+                passes = max(1, steps)  # nothing says two steps used different examples
+            batches = int(_keras_seam.optimizer_batches_seen(optimizer).numpy())
+            if self.accumulation > 1 and batches % self.accumulation:
+                passes += 2  # a logical batch straddles this epoch's end
+        optimizer.privacy_ledger.record(self.segment(steps=steps, passes=passes, epochs=1))
+        for path in self.ledger_paths:
+            ledger.append_to_file(path, optimizer.privacy_ledger, **self.ledger_fields)
+
+
+class PrivacyBudget(keras.callbacks.Callback):
+    """Adds the epsilon spent so far to the epoch logs; optionally stops before a budget.
+
+    Epsilon is the accountant's figure for the optimizer's privacy ledger: the noisy steps that
+    really ran, over every `fit()` of this optimizer (and of a model reloaded from `.keras`),
+    with the sampling that really ran:
+
+    - batches from `pydp_r.data.poisson_batches`: Poisson-amplified epsilon (truncation to the
+      fixed batch size accounted exactly, with the PLD accountant);
+    - any other input (arrays, shuffled or fixed tf.data batches): the bound that holds without
+      amplification by sampling (each example at most once per epoch), far larger; a warning
+      says so once and names `poisson_batches`.
+
+    `logs["epsilon"]` shows in the progress bar and in `history.history["epsilon"]`.
+
+    Args:
+        n: Optional declared number of training examples, integer >= 1. Checked against what
+            `fit()` trains on (a warning when they differ; what ran is accounted). Used only
+            for a dataset with `steps_per_epoch`, whose size cannot be measured.
+        batch_size: Optional declared batch size, integer >= 1, checked the same way.
+        delta: Target delta, in (0, 1); a warning when it is not below 1 / n.
+        target_epsilon: None (only log) or an epsilon budget > 0 over the whole ledger: no
+            step is taken that would exceed it (training stops; a budget already spent raises).
+        accountant: "rdp" or "pld" (PLD is used anyway for truncated Poisson batches).
+        ledger_path: Optional path of an append-only ledger file (JSON lines, one record per
+            epoch, each with the whole ledger in words and as data). When it records more
+            steps than the model's own ledger (e.g. after a weights-only restore), its record
+            is taken, so a budget spent is never forgotten.
 
     Attributes:
         epsilon: Epsilon after the latest completed epoch (None before the first).
-        epochs_completed: Epochs accounted so far, over all `fit()` calls.
+        accountant_used: The accountant behind `epsilon`.
 
     Raises:
         ValueError: At construction for an argument outside its range; at the start of
-            `fit()` when the model has no DP optimizer, or when even the next epoch would
-            exceed `target_epsilon`.
+            `fit()` when the model has no DP optimizer, or the budget is already spent.
     """
 
     def __init__(
         self,
-        n: int,
-        batch_size: int,
-        delta: float,
+        n: int | None = None,
+        batch_size: int | None = None,
+        delta: float = 1e-5,
         target_epsilon: float | None = None,
         accountant: str = "rdp",
+        ledger_path: str | None = None,
     ) -> None:
         super().__init__()
-        self.n, self.batch_size = accounting._check_n_and_batch_size(n, batch_size)
+        self.n = None if n is None else check_count("n", n)
+        self.batch_size = None if batch_size is None else check_count("batch_size", batch_size)
+        if self.n is not None and self.batch_size is not None:
+            accounting._check_n_and_batch_size(self.n, self.batch_size)
         self.delta = accounting._check_delta(delta)
         self.target_epsilon = (
             None if target_epsilon is None else accounting._check_target_epsilon(target_epsilon)
         )
         self.accountant = accounting._check_accountant(accountant)
+        self.ledger_path = None if ledger_path is None else str(ledger_path)
         self.epsilon: float | None = None
-        self.epochs_completed = 0
-        self._noise_multiplier = 0.0
-        self._logical_batch_size = self.batch_size
-        self._used_microbatching = False
+        self.accountant_used = self.accountant
         self._optimizer: Any = None
-
-    def _epsilon_after(self, epochs: int, steps: int = 0) -> float:
-        """Epsilon after `epochs` epochs, or after `steps` noisy steps if those are more."""
-        epochs_of_steps = steps * self._logical_batch_size / self.n
-        return accounting.compute_epsilon(
-            self.n,
-            self._logical_batch_size,
-            self._noise_multiplier,
-            max(epochs, epochs_of_steps),
-            self.delta,
-            accountant=self.accountant,
-            used_microbatching=self._used_microbatching,
-        )
+        self._allowed_steps: int | None = None
+        self._allowed_passes: int | None = None
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         optimizer = _dp_optimizer_of(self.model)
         self._optimizer = optimizer
-        self._noise_multiplier = float(optimizer.noise_multiplier)
-        accumulation = getattr(optimizer, "gradient_accumulation_steps", None) or 1
-        self._logical_batch_size = self.batch_size * int(accumulation)
-        if self._logical_batch_size > self.n:
-            raise ValueError(
-                f"batch_size * gradient_accumulation_steps must be <= n = {self.n}; received "
-                f"{self.batch_size} * {accumulation} = {self._logical_batch_size}."
+        recorder: LedgerRecorder = optimizer.ledger_recorder
+        recorder.declared_n = self.n
+        fit_input = recorder.fit_input
+        if self.ledger_path is not None:
+            from_file = ledger.read_file(self.ledger_path)
+            if from_file is not None and from_file.steps > optimizer.privacy_ledger.steps:
+                optimizer.privacy_ledger = from_file
+            recorder.ledger_paths.append(self.ledger_path)
+            recorder.ledger_fields = {"model": self.model.name, "delta": self.delta}
+        self._check_declarations(fit_input)
+        if fit_input.sampling == SHUFFLED:
+            warnings.warn(
+                f"fit() trains on {fit_input.source} that are not Poisson sampled: the epsilon "
+                "logged is the bound without amplification by sampling (each example at most "
+                "once per epoch), much larger than the Poisson figure. Train on "
+                "pydp_r.data.poisson_batches((x, y), sampling_rate) for the tighter, exact "
+                "figure.",
+                ShuffledBatchesWarning,
+                stacklevel=2,
             )
-        num_microbatches = optimizer.num_microbatches
-        self._used_microbatching = (
-            num_microbatches is not None and int(num_microbatches) != self.batch_size
-        )
-        if self.target_epsilon is not None:
-            next_epsilon = self._epsilon_after(self.epochs_completed + 1)
-            if next_epsilon > self.target_epsilon:
-                raise ValueError(
-                    f"target_epsilon={self.target_epsilon!r} would be exceeded by the next "
-                    f"epoch (epoch {self.epochs_completed + 1} gives epsilon {next_epsilon:.4g} "
-                    f"at delta={self.delta!r}); raise target_epsilon or the noise multiplier, "
-                    "or lower the batch size."
+        measured_n = fit_input.n if fit_input.n is not None else self.n
+        if measured_n is not None and self.delta >= 1 / measured_n:
+            warnings.warn(
+                f"delta={self.delta:g} is not below 1/n = {1 / measured_n:.3g}: a guarantee "
+                "this weak allows releasing a few examples outright.",
+                stacklevel=2,
+            )
+        self._budget_planned = False
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        # Planned at the first epoch, once the recorder has counted any resumed epochs.
+        if self.target_epsilon is not None and not self._budget_planned:
+            self._budget_planned = True
+            self._plan_budget(self._optimizer.ledger_recorder)
+
+    def _check_declarations(self, fit_input: FitInput) -> None:
+        ran_n = fit_input.n
+        if self.n is not None and ran_n is not None and self.n != ran_n:
+            warnings.warn(
+                f"PrivacyBudget was told n={self.n}, but fit() trains on {ran_n} examples: "
+                "epsilon is computed for what runs.",
+                stacklevel=3,
+            )
+        if fit_input.poisson is not None:
+            ran_batch = fit_input.poisson.sampling_rate * fit_input.poisson.n
+        else:
+            ran_batch = fit_input.batch_size
+        if self.batch_size is not None and ran_batch is not None:
+            if abs(self.batch_size - ran_batch) > 0.5:
+                warnings.warn(
+                    f"PrivacyBudget was told batch_size={self.batch_size}, but fit() trains "
+                    f"on batches of {ran_batch:g} (expected) examples: epsilon is computed "
+                    "for what runs.",
+                    stacklevel=3,
                 )
 
+    def _within(self, extra: Segment) -> bool:
+        ledger_now = self._optimizer.privacy_ledger
+        return ledger_now.epsilon(self.delta, self.accountant, extra) <= self.target_epsilon
+
+    def _largest_count(self, make: Any, upper: int) -> int:
+        """Largest count c in [0, upper] with `make(c)` within budget (monotone search)."""
+        if self._within(make(upper)):
+            return upper
+        low, high = 0, upper  # within(low), not within(high)
+        while high - low > 1:
+            middle = (low + high) // 2
+            if self._within(make(middle)):
+                low = middle
+            else:
+                high = middle
+        return low
+
+    def _plan_budget(self, recorder: LedgerRecorder) -> None:
+        """How many more steps (Poisson) or passes (shuffled) fit the budget; raise if none."""
+        spent = self._optimizer.privacy_ledger.epsilon(self.delta, self.accountant)
+        params = self.params or {}
+        epochs = max(1, int(params.get("epochs") or 1))
+        if recorder.fit_input.sampling == POISSON:
+            per_epoch = params.get("steps") or recorder.fit_input.poisson.steps_per_epoch
+            upper = max(1, epochs * int(per_epoch))
+            self._allowed_steps = self._largest_count(
+                lambda steps: recorder.segment(steps=steps), upper
+            )
+            allowed = self._allowed_steps
+        else:
+            self._allowed_passes = self._largest_count(
+                lambda passes: recorder.segment(passes=passes), epochs + 2
+            )
+            allowed = self._allowed_passes
+        if allowed == 0:
+            raise ValueError(
+                f"target_epsilon={self.target_epsilon!r} is already spent or would be exceeded "
+                f"by the next step: this model's privacy ledger stands at epsilon {spent:.4g} "
+                f"at delta={self.delta!r}:\n{self._optimizer.privacy_ledger.describe()}"
+            )
+        self._steps_at_begin = self._optimizer.noisy_steps
+        self._examples_at_begin = self._optimizer.examples_seen
+        self._passes_at_begin = self._optimizer.privacy_ledger.passes
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        if self.target_epsilon is None:
+            return
+        optimizer = self._optimizer
+        per_call = int(getattr(self.model, "steps_per_execution", 1) or 1)
+        if self._allowed_steps is not None:
+            taken = optimizer.noisy_steps - self._steps_at_begin
+            if taken + per_call > self._allowed_steps:
+                self.model.stop_training = True
+            return
+        recorder = optimizer.ledger_recorder
+        if recorder.fit_input.whole_passes or recorder.n is None:
+            return  # enforced per epoch
+        examples = optimizer.examples_seen - self._examples_at_begin
+        next_examples = examples + per_call * max(optimizer.largest_batch, 1)
+        if math.ceil(next_examples / recorder.n) > self._allowed_passes:
+            self.model.stop_training = True
+
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        self.epochs_completed += 1
-        # Noisy (logical) steps the optimizer has taken, in this and earlier fit() calls.
-        steps = int(self._optimizer.iterations)
-        self.epsilon = self._epsilon_after(self.epochs_completed, steps)
+        optimizer = self._optimizer
+        self.accountant_used = optimizer.privacy_ledger.accountant_for(self.accountant)
+        self.epsilon = optimizer.privacy_ledger.epsilon(self.delta, self.accountant)
         if logs is not None:
             logs["epsilon"] = self.epsilon
-        if self.target_epsilon is not None:
-            steps_per_epoch = math.ceil(steps / self.epochs_completed)
-            upcoming = self._epsilon_after(self.epochs_completed + 1, steps + steps_per_epoch)
-            if upcoming > self.target_epsilon:
+        recorder = optimizer.ledger_recorder
+        if self._allowed_passes is not None and recorder.fit_input.whole_passes:
+            cost = 3 if recorder.accumulation > 1 else 1  # a pass, plus a possible straddle
+            if self._passes_this_fit() + cost > self._allowed_passes:
                 self.model.stop_training = True
+
+    def _passes_this_fit(self) -> int:
+        """Passes recorded since the budget was planned (shuffled input)."""
+        return self._optimizer.privacy_ledger.passes - self._passes_at_begin

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import secrets
 import threading
 import warnings
 from collections.abc import Callable, Sequence
@@ -19,8 +20,30 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from pydp_r import clipping
-from pydp_r._checks import check_count, check_real
+from pydp_r import _keras_seam, clipping, ledger
+from pydp_r._checks import check_count, check_eager_execution, check_real
+
+# Largest noise std (noise_multiplier * l2_norm_clip) that stays finite in float32 after
+# loss scaling.
+_LARGEST_NOISE_STDDEV = 1e30
+
+
+def _noise_key(noise_seed: int | None) -> tuple[int, int]:
+    """The 2 x 63-bit key of the noise streams: the research seed, or OS entropy."""
+    if noise_seed is not None:
+        return (noise_seed % 2**63, 0)
+    return (secrets.randbits(63), secrets.randbits(63))
+
+
+def _refuse_change(name: str) -> None:
+    raise AttributeError(
+        f"{name} of a DP optimizer is fixed at construction: the traced training step bakes "
+        "it in and the privacy ledger reads it. Build a new optimizer with the value you want "
+        "and compile the model with it."
+    )
+
+
+_keras_seam.check_keras_version()
 
 
 class NoPrivacyWarning(UserWarning):
@@ -62,7 +85,17 @@ class DPOptimizerMixin:
             divides the batch size clips the mean gradient of each of k equal microbatches.
         gradient_accumulation_steps: Integer >= 1. Above 1, clipped gradients of that many
             consecutive batches are accumulated and noise is added once per logical batch.
+        noise_seed: None (default): the Gaussian noise is keyed by 63 bits of the operating
+            system's entropy, drawn when the optimizer is made, so nobody can predict or
+            subtract it, whatever `keras.utils.set_random_seed` was given. An integer >= 0
+            makes the noise reproducible, for research only: anyone who knows the seed can
+            remove the noise, so never release a model trained with one.
+        privacy_ledger: The record of noisy steps already taken (restored by Keras from a
+            saved optimizer config; not for users to pass).
         *args, **kwargs: Arguments of the wrapped Keras optimizer (`learning_rate`, ...).
+
+    `l2_norm_clip`, `noise_multiplier`, `num_microbatches` and `noise_seed` are read-only
+    after construction: the traced step bakes them in, so a change could not take effect.
 
     Raises:
         ValueError: For an argument outside its range.
@@ -77,8 +110,11 @@ class DPOptimizerMixin:
         num_microbatches: int | None = None,
         gradient_accumulation_steps: int | None = 1,
         *args: Any,
+        noise_seed: int | None = None,
+        privacy_ledger: Any = None,
         **kwargs: Any,
     ) -> None:
+        check_eager_execution(type(self).__name__)
         l2_norm_clip = check_real(
             "l2_norm_clip", l2_norm_clip, "a finite number > 0", lambda v: 0 < v < math.inf
         )
@@ -95,11 +131,27 @@ class DPOptimizerMixin:
             accumulation = check_count("gradient_accumulation_steps", accumulation)
         # Keras counts accumulation as None (off) or >= 2.
         kwargs["gradient_accumulation_steps"] = None if accumulation in (None, 1) else accumulation
+        if noise_multiplier * l2_norm_clip > _LARGEST_NOISE_STDDEV:
+            raise ValueError(
+                "noise_multiplier * l2_norm_clip must be at most "
+                f"{_LARGEST_NOISE_STDDEV:g} so that the noise std is a finite float32; received "
+                f"{noise_multiplier!r} * {l2_norm_clip!r}."
+            )
+        if noise_seed is not None:
+            noise_seed = check_count("noise_seed", noise_seed, minimum=0)
         kwargs.setdefault("name", self._default_name)
         super().__init__(*args, **kwargs)
-        self.l2_norm_clip = l2_norm_clip
-        self.noise_multiplier = noise_multiplier
-        self.num_microbatches = num_microbatches
+        # Fixed at construction: the traced training step bakes them in, and the privacy
+        # ledger reads these same values (read-only properties below).
+        self._l2_norm_clip = l2_norm_clip
+        self._noise_multiplier = noise_multiplier
+        self._num_microbatches = num_microbatches
+        self._noise_seed = noise_seed
+        self._noise_key = _noise_key(noise_seed)
+        self.privacy_ledger = ledger.PrivacyLedger.from_config(privacy_ledger)
+        # Set by fit() for Poisson batches, whose zero-weight padding rows the step leaves out
+        # of the reported loss and metrics.
+        self.input_is_padded = False
         if noise_multiplier == 0:
             warnings.warn(
                 f"{type(self).__name__} has noise_multiplier=0: gradients are clipped but no "
@@ -107,6 +159,81 @@ class DPOptimizerMixin:
                 NoPrivacyWarning,
                 stacklevel=2,
             )
+
+    @property
+    def l2_norm_clip(self) -> float:
+        """Clipping bound C (> 0), fixed at construction."""
+        return self._l2_norm_clip
+
+    @l2_norm_clip.setter
+    def l2_norm_clip(self, value: Any) -> None:
+        _refuse_change("l2_norm_clip")
+
+    @property
+    def noise_multiplier(self) -> float:
+        """Noise std over C (>= 0), fixed at construction."""
+        return self._noise_multiplier
+
+    @noise_multiplier.setter
+    def noise_multiplier(self, value: Any) -> None:
+        _refuse_change("noise_multiplier")
+
+    @property
+    def num_microbatches(self) -> int | None:
+        """None (per-example clipping) or the number of microbatches, fixed at construction."""
+        return self._num_microbatches
+
+    @num_microbatches.setter
+    def num_microbatches(self, value: Any) -> None:
+        _refuse_change("num_microbatches")
+
+    @property
+    def noise_seed(self) -> int | None:
+        """None (unpredictable noise, the default) or the research seed given at construction."""
+        return self._noise_seed
+
+    def build(self, variables: Sequence[Any]) -> None:
+        super().build(variables)
+        # Measured by the step for the privacy ledger: examples processed (batch rows, padding
+        # of microbatches excluded) and the largest batch seen. Data-independent: the batch
+        # dimension, never the number of real rows of a Poisson batch.
+        self._examples_seen = self.add_variable(
+            (),
+            initializer="zeros",
+            dtype="int64",
+            aggregation="only_first_replica",
+            name="examples_seen",
+        )
+        self._largest_batch = self.add_variable(
+            (),
+            initializer="zeros",
+            dtype="int64",
+            aggregation="only_first_replica",
+            name="largest_batch",
+        )
+
+    def _count_examples(self, batch_size: tf.Tensor) -> None:
+        """Record a processed batch of `batch_size` rows (per replica) for the ledger."""
+        global_rows = (
+            tf.cast(batch_size, tf.int64) * tf.distribute.get_strategy().num_replicas_in_sync
+        )
+        self._examples_seen.assign_add(global_rows)
+        self._largest_batch.assign(tf.maximum(self._largest_batch, global_rows))
+
+    @property
+    def examples_seen(self) -> int:
+        """Examples (batch rows) the DP step has processed, over all fit() calls."""
+        return int(self._examples_seen.numpy()) if self.built else 0
+
+    @property
+    def largest_batch(self) -> int:
+        """Largest batch (rows, all replicas) the DP step has processed; 0 before any."""
+        return int(self._largest_batch.numpy()) if self.built else 0
+
+    @property
+    def noisy_steps(self) -> int:
+        """Noisy updates released so far: steps, or logical batches with accumulation."""
+        return int(self.iterations.numpy())  # Keras counts logical batches under accumulation
 
     @property
     def noise_stddev(self) -> float:
@@ -143,7 +270,10 @@ class DPOptimizerMixin:
         return self._noised_average(gradient_sums, num_units)
 
     def _noised_average(
-        self, clipped_gradient_sums: Sequence[tf.Tensor], num_units: tf.Tensor
+        self,
+        clipped_gradient_sums: Sequence[tf.Tensor],
+        num_units: tf.Tensor,
+        loss_scale: float = 1.0,
     ) -> list[tf.Tensor]:
         """Add Gaussian noise of std `noise_multiplier * l2_norm_clip` to sums of clipped gradients
         and divide by the number of units; the result may then be applied once.
@@ -152,15 +282,19 @@ class DPOptimizerMixin:
             clipped_gradient_sums: Per variable, the sum over units (examples or microbatches) of
                 gradients each clipped to `l2_norm_clip` in global L2 norm.
             num_units: Number of units summed (a data-independent batch dimension).
+            loss_scale: Factor the losses were multiplied by before differentiation (Keras'
+                `loss_scale_factor`): the sums were clipped at `loss_scale * l2_norm_clip`, so
+                the noise is scaled alike; `apply` divides both back out.
 
         Returns:
             The private gradients, one per variable.
         """
-        noise_scale = tf.constant(self.noise_stddev, tf.float32)
+        noise_scale = tf.constant(self.noise_stddev * loss_scale, tf.float32)
+        batches_seen = _keras_seam.optimizer_batches_seen(self)
         if self.gradient_accumulation_steps:
             # Keras averages the accumulated steps' gradients; noise joins only the step that
             # completes a logical batch, so it is added once per logical batch.
-            is_update_step = (self._iterations + 1) % self.gradient_accumulation_steps == 0
+            is_update_step = (batches_seen + 1) % self.gradient_accumulation_steps == 0
             noise_scale = noise_scale * tf.cast(is_update_step, tf.float32)
         # Under tf.distribute, Keras sums the replicas' gradients: the first replica alone adds
         # the noise, so the global sum carries it exactly once, and every replica divides by
@@ -171,9 +305,18 @@ class DPOptimizerMixin:
             is_noise_replica = tf.equal(replica_context.replica_id_in_sync_group, 0)
             noise_scale = noise_scale * tf.cast(is_noise_replica, tf.float32)
         global_units = tf.cast(num_units, tf.float32) * num_replicas
+        # Stateless Philox draws keyed by the secret key, the step and the variable: a fresh,
+        # independent stream for every variable of every step, untouched by Keras' seeds.
+        step_key = tf.random.experimental.stateless_fold_in(
+            tf.constant(self._noise_key, tf.int64), tf.cast(batches_seen, tf.int64)
+        )
         gradients = []
-        for gradient_sum in clipped_gradient_sums:
-            noise = tf.random.normal(tf.shape(gradient_sum), stddev=1.0, dtype=tf.float32)
+        for index, gradient_sum in enumerate(clipped_gradient_sums):
+            noise = tf.random.stateless_normal(
+                tf.shape(gradient_sum),
+                seed=tf.random.experimental.stateless_fold_in(step_key, index),
+                dtype=tf.float32,
+            )
             noisy_sum = gradient_sum + tf.cast(noise * noise_scale, gradient_sum.dtype)
             gradients.append(noisy_sum / tf.cast(global_units, gradient_sum.dtype))
         _pending_private_gradients().add(id(self))
@@ -194,8 +337,11 @@ class DPOptimizerMixin:
                 "l2_norm_clip": self.l2_norm_clip,
                 "noise_multiplier": self.noise_multiplier,
                 "num_microbatches": self.num_microbatches,
+                "privacy_ledger": self.privacy_ledger.get_config(),
             }
         )
+        if self.noise_seed is not None:  # the secret default key is never saved
+            config["noise_seed"] = self.noise_seed
         return config
 
 
@@ -253,3 +399,7 @@ DPKerasSGDOptimizer = DPSGD
 DPKerasAdamOptimizer = DPAdam
 DPKerasAdagradOptimizer = DPAdagrad
 DPKerasRMSpropOptimizer = DPRMSprop
+
+# Route fit() of models compiled with these optimizers through the DP step (the module needs
+# the classes above, hence the import at the end).
+from pydp_r import train_step as _train_step  # noqa: E402, F401

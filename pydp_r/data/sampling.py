@@ -9,9 +9,9 @@ examples of sample weight 0, so the traced training step never changes shape.
 
 from __future__ import annotations
 
-import itertools
 import math
-from collections.abc import Iterator, Mapping
+import secrets
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -19,6 +19,7 @@ import tensorflow as tf
 from scipy import stats
 
 from pydp_r._checks import check_count
+from pydp_r.ledger import PoissonSampling
 
 # Default max_batch_size: a batch overflows it with at most this probability.
 DEFAULT_OVERFLOW_PROBABILITY = 1e-6
@@ -85,13 +86,6 @@ def _split_data(data: Any) -> tuple[Any, Any, np.ndarray | None]:
     )
 
 
-def _padded(array: np.ndarray, rows: np.ndarray, size: int) -> np.ndarray:
-    """`array[rows]` followed by all-zero rows up to `size` rows."""
-    batch = np.zeros((size, *array.shape[1:]), array.dtype)
-    batch[: len(rows)] = array[rows]
-    return batch
-
-
 def poisson_batches(
     data: Any,
     sampling_rate: float,
@@ -109,11 +103,18 @@ def poisson_batches(
     Pass `shuffle=False` to `fit()` (a dataset is not shuffled by Keras anyway).
 
     If a draw selects more than `max_batch_size` examples, a uniformly random
-    `max_batch_size` of them are kept and the rest dropped. That slightly changes the
-    mechanism: the accounting for Poisson sampling is then exact only outside those events,
-    whose probability per batch is at most 1e-6 with the default `max_batch_size` (see
-    `poisson_batch_size_bound`; `dp_accounting.TruncatedSubsampledGaussianDpEvent` accounts
-    for the truncation exactly). Pass a larger `max_batch_size` to make it rarer still.
+    `max_batch_size` of them are kept and the rest dropped. The dataset carries its n, rate and
+    `max_batch_size`, and the privacy ledger of `fit()` accounts that truncation exactly
+    (`dp_accounting.TruncatedSubsampledGaussianDpEvent`, PLD accountant). With the default
+    `max_batch_size` a batch is cut with probability at most 1e-6, so the figure is within
+    rounding of the untruncated one. A `max_batch_size` below the expected batch
+    `sampling_rate * n` is refused: most batches would be cut.
+
+    The batches are drawn in the tf.data graph (no Python generator), so the dataset also
+    works under `tf.distribute`: a `MirroredStrategy` splits each batch's rows across
+    replicas, so the global batch is still one Poisson sample and the accounting is unchanged.
+    Sampling must stay secret for amplification to hold: with `seed=None` it is keyed by the
+    operating system's entropy, whatever `keras.utils.set_random_seed` was given.
 
     DP optimizers divide the noisy sum of clipped gradients by the batch dimension,
     `max_batch_size`, which does not depend on the data (as DP requires); it is larger than the
@@ -129,8 +130,9 @@ def poisson_batches(
             privacy accounting pass `batch_size = sampling_rate * n` as the batch size.
         max_batch_size: Fixed batch dimension, integer in [1, n]. Default:
             `poisson_batch_size_bound(n, sampling_rate)`, exceeded with probability <= 1e-6.
-        seed: Integer >= 0 making the batches of every epoch reproducible, or None for fresh
-            entropy.
+        seed: None (default) for batches keyed by fresh OS entropy, or an integer >= 0 making
+            the batches of every epoch reproducible, for research: whoever knows the seed knows
+            which examples each step used, and the amplification by sampling is void.
         steps: Batches per iteration (per `fit()` epoch), integer >= 1. Default
             `floor(1 / sampling_rate)` (round(1 / sampling_rate) when that is an integer): one
             epoch, never more steps than `compute_epsilon` counts per epoch.
@@ -170,63 +172,67 @@ def poisson_batches(
         max_batch_size = poisson_batch_size_bound(n, sampling_rate)
     else:
         max_batch_size = check_count("max_batch_size", max_batch_size)
-        if max_batch_size > n:
+        expected = sampling_rate * n
+        if not expected <= max_batch_size <= n:
             raise ValueError(
-                f"max_batch_size must be an integer in [1, n] = [1, {n}]; received "
-                f"{max_batch_size!r}."
+                f"max_batch_size must be an integer in [sampling_rate * n, n] = "
+                f"[{math.ceil(expected)}, {n}] (below the expected batch most batches would be "
+                f"cut); received {max_batch_size!r}."
             )
     if steps is None:
         # The tolerance keeps floor(1 / 0.01) at 100 despite 1 / 0.01 = 99.999... in floats.
         steps = max(1, math.floor(1 / sampling_rate + 1e-9))
     else:
         steps = check_count("steps", steps)
-    if seed is None:
-        entropy = np.random.SeedSequence().entropy
-    else:
+    if seed is not None:
         try:
             valid = not isinstance(seed, bool) and float(seed).is_integer() and seed >= 0
         except (TypeError, ValueError):
             valid = False
         if not valid:
             raise ValueError(f"seed must be an integer >= 0 or None; received {seed!r}.")
-        entropy = int(seed)
+        seed = int(seed)
+    else:
+        seed = secrets.randbits(63)
 
-    flat_x = tf.nest.flatten(x)
-    flat_y = tf.nest.flatten(y)
-    iteration_counter = itertools.count()
+    flat_x = [tf.constant(array) for array in tf.nest.flatten(x)]
+    flat_y = [tf.constant(array) for array in tf.nest.flatten(y)]
+    weights = tf.constant(weights)
+    sampling_rate_tensor = tf.constant(sampling_rate, tf.float64)
 
-    def one_iteration() -> Iterator[tuple[tuple[np.ndarray, ...], ...]]:
-        # Each pass gets its own generator, keyed by (seed, pass number): new batches every
-        # epoch, the same sequence of epochs for the same seed.
-        rng = np.random.default_rng([entropy, next(iteration_counter)])
-        for _ in range(steps):
-            selected = np.flatnonzero(rng.random(n) < sampling_rate)
-            if len(selected) > max_batch_size:
-                selected = np.sort(rng.choice(selected, max_batch_size, replace=False))
-            count = len(selected)
-            batch_weights = np.zeros(max_batch_size, np.float32)
-            batch_weights[:count] = weights[selected]
-            yield (
-                tuple(_padded(a, selected, max_batch_size) for a in flat_x),
-                tuple(_padded(a, selected, max_batch_size) for a in flat_y),
-                batch_weights,
-            )
-
-    def spec(array: np.ndarray) -> tf.TensorSpec:
-        return tf.TensorSpec((max_batch_size, *array.shape[1:]), tf.as_dtype(array.dtype))
-
-    signature = (
-        tuple(spec(a) for a in flat_x),
-        tuple(spec(a) for a in flat_y),
-        tf.TensorSpec((max_batch_size,), tf.float32),
-    )
-    dataset = tf.data.Dataset.from_generator(one_iteration, output_signature=signature)
-    dataset = dataset.map(
-        lambda bx, by, bw: (
-            tf.nest.pack_sequence_as(x, list(bx)),
-            tf.nest.pack_sequence_as(y, list(by)),
-            bw,
+    def one_batch(batch_seed: tf.Tensor) -> tuple[Any, Any, tf.Tensor]:
+        # Every example joins independently with probability q; a draw above max_batch_size
+        # keeps a uniformly random max_batch_size of the chosen (in their original order).
+        seeds = tf.random.experimental.stateless_split(tf.stack([batch_seed, 0]), 2)
+        draws = tf.random.stateless_uniform([n], seeds[0], dtype=tf.float64)
+        chosen = tf.reshape(tf.where(draws < sampling_rate_tensor), [-1])
+        ranks = tf.random.stateless_uniform(tf.shape(chosen), seeds[1])
+        kept = tf.gather(
+            chosen, tf.math.top_k(ranks, tf.minimum(tf.size(chosen), max_batch_size)).indices
         )
+        kept = tf.sort(kept)
+        padding = max_batch_size - tf.size(kept)
+
+        def rows(array: tf.Tensor) -> tf.Tensor:
+            batch = tf.gather(array, kept)
+            paddings = tf.concat([[[0, padding]], tf.zeros([tf.rank(array) - 1, 2], tf.int32)], 0)
+            return tf.ensure_shape(tf.pad(batch, paddings), [max_batch_size, *array.shape[1:]])
+
+        batch_weights = tf.ensure_shape(
+            tf.pad(tf.gather(weights, kept), [[0, padding]]), [max_batch_size]
+        )
+        return (
+            tf.nest.pack_sequence_as(x, [rows(a) for a in flat_x]),
+            tf.nest.pack_sequence_as(y, [rows(a) for a in flat_y]),
+            batch_weights,
+        )
+
+    # One random seed per batch, fresh at every pass over the dataset (every fit() epoch);
+    # the whole sequence of passes is reproducible from `seed`.
+    dataset = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).take(steps)
+    dataset = dataset.map(one_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    dataset = dataset.apply(tf.data.experimental.assert_cardinality(steps)).prefetch(1)
+    dataset.pydp_r_poisson_sampling = PoissonSampling(
+        n=n, sampling_rate=sampling_rate, max_batch_size=max_batch_size, steps_per_epoch=steps
     )
-    dataset = dataset.apply(tf.data.experimental.assert_cardinality(steps))
-    return dataset.prefetch(1)
+    return dataset

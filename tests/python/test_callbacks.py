@@ -1,19 +1,31 @@
-"""PrivacyBudget in fit(): logs compute_epsilon per epoch, counts across fits, stops on budget."""
+"""The privacy ledger and PrivacyBudget in fit(): the epsilon logged is that of what really ran.
 
+Each scenario of the honest-epsilon issue is here: shuffled batches, wrong declarations,
+weights-only resumes, BackupAndRestore, interrupted fits, a spent budget after a reload,
+truncated Poisson batches, and the ledger file.
+"""
+
+import json
+import math
+
+import dp_accounting
 import keras
 import numpy as np
 import pytest
 
 import pydp_r
 from pydp_r.accounting import compute_epsilon
-from pydp_r.callbacks import PrivacyBudget
+from pydp_r.callbacks import PrivacyBudget, ShuffledBatchesWarning
+from pydp_r.data import poisson_batches
 
 N, BATCH, DELTA = 64, 16, 1e-3
 
+pytestmark = pytest.mark.filterwarnings("ignore::pydp_r.callbacks.ShuffledBatchesWarning")
 
-def data():
+
+def data(n=N):
     rng = np.random.default_rng(0)
-    x = rng.normal(size=(N, 3)).astype("float32")
+    x = rng.normal(size=(n, 3)).astype("float32")
     return x, x.sum(axis=1, keepdims=True)
 
 
@@ -29,132 +41,245 @@ def dp_sgd(noise_multiplier=1.0, **kwargs):
     )
 
 
-def test_logged_epsilon_is_compute_epsilon_and_counts_across_fits():
+def gaussian_epsilon(noise_multiplier, compositions, delta=DELTA, accountant="rdp"):
+    """Epsilon of `compositions` Gaussian mechanisms without sampling (the shuffled bound)."""
+    event = dp_accounting.SelfComposedDpEvent(
+        dp_accounting.GaussianDpEvent(noise_multiplier), compositions
+    )
+    if accountant == "rdp":
+        composed = dp_accounting.rdp.RdpAccountant()
+    else:
+        composed = dp_accounting.pld.PLDAccountant()
+    return composed.compose(event).get_epsilon(delta)
+
+
+def test_shuffled_batches_get_the_bound_without_amplification():
     x, y = data()
     model = model_with(dp_sgd(noise_multiplier=1.2))
-    budget = PrivacyBudget(N, BATCH, DELTA)
-    assert budget.epsilon is None
-    history = model.fit(x, y, batch_size=BATCH, epochs=3, callbacks=[budget], verbose=0)
-    expected = [compute_epsilon(N, BATCH, 1.2, epochs, DELTA) for epochs in (1, 2, 3)]
-    assert history.history["epsilon"] == pytest.approx(expected, rel=1e-12)
-    assert expected[0] < expected[1] < expected[2]
-    assert budget.epsilon == history.history["epsilon"][-1]
-    # A second fit() continues the count: its first epoch is the fourth.
+    budget = PrivacyBudget(delta=DELTA)
+    with pytest.warns(ShuffledBatchesWarning, match="poisson_batches"):
+        history = model.fit(x, y, batch_size=BATCH, epochs=3, callbacks=[budget], verbose=0)
+    expected = [gaussian_epsilon(1.2, epochs) for epochs in (1, 2, 3)]
+    assert history.history["epsilon"] == pytest.approx(expected, rel=1e-9)
+    # Far above the Poisson figure that was printed before for the same run.
+    assert expected[-1] > 1.4 * compute_epsilon(N, BATCH, 1.2, 3, DELTA)
+    # A second fit() continues the ledger of the same optimizer.
     history = model.fit(x, y, batch_size=BATCH, epochs=1, callbacks=[budget], verbose=0)
-    assert history.history["epsilon"] == pytest.approx([compute_epsilon(N, BATCH, 1.2, 4, DELTA)])
-    assert budget.epochs_completed == 4
+    assert history.history["epsilon"] == pytest.approx([gaussian_epsilon(1.2, 4)], rel=1e-9)
+    assert model.optimizer.privacy_ledger.steps == 4 * N // BATCH
 
 
-def test_steps_beyond_the_epoch_count_are_accounted():
-    # 64 examples in batches of 24 take 3 steps per epoch (the last one partial), while
-    # ceil(epochs * 64 / 24) counts only 3, 6, 8 steps after 1, 2, 3 epochs: the third
-    # epoch's 9th step must be accounted too.
+def test_declared_sizes_are_checked_against_what_ran():
+    # The issue's case: told n=640, batch 16; the run has other sizes.
+    x, y = data(640)
+    model = model_with(dp_sgd(noise_multiplier=1.0))
+    budget = PrivacyBudget(n=1000, batch_size=16, delta=1e-5)
+    with pytest.warns(UserWarning, match="batch_size=16"):
+        with pytest.warns(UserWarning, match="n=1000"):
+            model.fit(x, y, batch_size=128, epochs=3, callbacks=[budget], verbose=0)
+    true_poisson = compute_epsilon(640, 128, 1.0, 3, 1e-5)  # 6.70 in the issue
+    assert budget.epsilon >= true_poisson
+    assert budget.epsilon == pytest.approx(gaussian_epsilon(1.0, 3, 1e-5), rel=1e-9)
+
+
+def test_poisson_batches_get_the_amplified_epsilon_of_the_steps_taken():
+    x, y = data(640)
+    model = model_with(dp_sgd(noise_multiplier=1.0))
+    dataset = poisson_batches((x, y), 50 / 640, max_batch_size=640, seed=1)
+    budget = PrivacyBudget(delta=1e-5)
+    history = model.fit(dataset, epochs=2, callbacks=[budget], verbose=0)
+    steps = model.optimizer.privacy_ledger.steps
+    assert steps == 2 * 12 == int(model.optimizer.iterations)
+    expected = dp_accounting.rdp.RdpAccountant().compose(
+        dp_accounting.PoissonSampledDpEvent(50 / 640, dp_accounting.GaussianDpEvent(1.0)), steps
+    )
+    assert history.history["epsilon"][-1] == pytest.approx(expected.get_epsilon(1e-5), rel=1e-9)
+    assert budget.accountant_used == "rdp"
+
+
+def test_truncated_poisson_batches_are_accounted_exactly():
+    x, y = data(640)
+    with pytest.raises(ValueError, match="max_batch_size"):
+        poisson_batches((x, y), 50 / 640, max_batch_size=45)  # the issue's silent truncation
+    model = model_with(dp_sgd(noise_multiplier=1.0))
+    dataset = poisson_batches((x, y), 50 / 640, max_batch_size=55, seed=2)
+    budget = PrivacyBudget(delta=1e-5)
+    model.fit(dataset, epochs=1, callbacks=[budget], verbose=0)
+    truncated = dp_accounting.pld.PLDAccountant().compose(
+        dp_accounting.TruncatedSubsampledGaussianDpEvent(640, 50 / 640, 55, 1.0), 12
+    )
+    assert budget.accountant_used == "pld"
+    assert budget.epsilon >= truncated.get_epsilon(1e-5) - 1e-6
+    assert budget.epsilon == pytest.approx(truncated.get_epsilon(1e-5), rel=1e-3)
+
+
+def test_weights_only_resume_counts_the_epochs_it_did_not_see(tmp_path):
     x, y = data()
-    model = model_with(dp_sgd(noise_multiplier=1.2))
-    budget = PrivacyBudget(N, 24, DELTA)
-    history = model.fit(x, y, batch_size=24, epochs=3, callbacks=[budget], verbose=0)
-    by_steps = [compute_epsilon(N, 24, 1.2, steps * 24 / N, DELTA) for steps in (3, 6, 9)]
-    by_epochs = [compute_epsilon(N, 24, 1.2, epochs, DELTA) for epochs in (1, 2, 3)]
-    assert history.history["epsilon"] == pytest.approx(by_steps, rel=1e-12)
-    assert history.history["epsilon"][2] > by_epochs[2]
+    path = str(tmp_path / "model.weights.h5")
+    model = model_with(dp_sgd(noise_multiplier=1.0))
+    checkpoint = keras.callbacks.ModelCheckpoint(path, save_weights_only=True)
+    model.fit(x, y, batch_size=BATCH, epochs=3, callbacks=[checkpoint], verbose=0)
+    fresh = model_with(dp_sgd(noise_multiplier=1.0))
+    fresh.load_weights(path)
+    budget = PrivacyBudget(delta=DELTA)
+    with pytest.warns(UserWarning, match="missing epochs"):
+        fresh.fit(x, y, batch_size=BATCH, epochs=6, initial_epoch=3, callbacks=[budget], verbose=0)
+    assert budget.epsilon >= gaussian_epsilon(1.0, 6) * (1 - 1e-9)
 
 
-def test_pld_accountant_is_used_when_asked():
+def test_backup_and_restore_resume_keeps_the_count(tmp_path):
     x, y = data()
+
+    class Interrupt(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                raise RuntimeError("interrupted")
+
+    backup = keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))
+    model = model_with(dp_sgd(noise_multiplier=1.0))
+    with pytest.raises(RuntimeError, match="interrupted"):
+        model.fit(x, y, batch_size=BATCH, epochs=4, callbacks=[backup, Interrupt()], verbose=0)
+    fresh = model_with(dp_sgd(noise_multiplier=1.0))
+    budget = PrivacyBudget(delta=DELTA)
+    fresh.fit(x, y, batch_size=BATCH, epochs=4, callbacks=[backup, budget], verbose=0)
+    assert budget.epsilon >= gaussian_epsilon(1.0, 4) * (1 - 1e-9)
+
+
+def test_an_interrupted_fit_records_its_partial_epoch():
+    x, y = data()
+
+    class StopMidEpoch(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if batch == 1:
+                raise KeyboardInterrupt
+
     model = model_with(dp_sgd())
-    history = model.fit(
-        x,
-        y,
-        batch_size=BATCH,
-        epochs=1,
-        callbacks=[PrivacyBudget(N, BATCH, DELTA, accountant="pld")],
-        verbose=0,
-    )
-    pld = compute_epsilon(N, BATCH, 1.0, 1, DELTA, accountant="pld")
-    assert history.history["epsilon"] == pytest.approx([pld])
-    assert pld < compute_epsilon(N, BATCH, 1.0, 1, DELTA)
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(x, y, batch_size=BATCH, epochs=2, callbacks=[StopMidEpoch()], verbose=0)
+    ledger = model.optimizer.privacy_ledger
+    assert ledger.steps == int(model.optimizer.iterations) == 2
+    assert ledger.passes == 1
 
 
-def test_microbatching_and_gradient_accumulation_change_the_accounting():
+def test_ledger_survives_keras_save_and_a_spent_budget_stays_spent(tmp_path):
     x, y = data()
-    # 4 microbatches of 4 examples each: sensitivity doubled.
-    model = model_with(dp_sgd(num_microbatches=4))
-    history = model.fit(
-        x, y, batch_size=BATCH, epochs=1, callbacks=[PrivacyBudget(N, BATCH, DELTA)], verbose=0
-    )
-    doubled = compute_epsilon(N, BATCH, 1.0, 1, DELTA, used_microbatching=True)
-    assert history.history["epsilon"] == pytest.approx([doubled])
-    # One example per microbatch is ordinary per-example clipping.
-    model = model_with(dp_sgd(num_microbatches=BATCH))
-    history = model.fit(
-        x, y, batch_size=BATCH, epochs=1, callbacks=[PrivacyBudget(N, BATCH, DELTA)], verbose=0
-    )
-    assert history.history["epsilon"] == pytest.approx([compute_epsilon(N, BATCH, 1.0, 1, DELTA)])
-    # Accumulating 2 batches of 8: logical batch 16, noise once per 16 examples.
-    model = model_with(dp_sgd(gradient_accumulation_steps=2))
-    history = model.fit(
-        x, y, batch_size=8, epochs=1, callbacks=[PrivacyBudget(N, 8, DELTA)], verbose=0
-    )
-    assert history.history["epsilon"] == pytest.approx([compute_epsilon(N, 16, 1.0, 1, DELTA)])
-
-
-def test_target_epsilon_stops_before_the_budget_is_exceeded():
-    x, y = data()
-    two_epochs = compute_epsilon(N, BATCH, 1.0, 2, DELTA)
-    three_epochs = compute_epsilon(N, BATCH, 1.0, 3, DELTA)
-    target = (two_epochs + three_epochs) / 2
-    budget = PrivacyBudget(N, BATCH, DELTA, target_epsilon=target)
-    model = model_with(dp_sgd())
+    model = model_with(dp_sgd(noise_multiplier=1.0))
+    target = gaussian_epsilon(1.0, 2) * 1.01  # two epochs fit, a third does not
+    budget = PrivacyBudget(delta=DELTA, target_epsilon=target)
     history = model.fit(x, y, batch_size=BATCH, epochs=10, callbacks=[budget], verbose=0)
     assert len(history.history["epsilon"]) == 2
     assert max(history.history["epsilon"]) <= target
-    # The budget is spent: another fit() refuses to start rather than exceed it.
-    with pytest.raises(ValueError, match="target_epsilon=.* would be exceeded by the next epoch"):
-        model.fit(x, y, batch_size=BATCH, epochs=1, callbacks=[budget], verbose=0)
-
-
-def test_target_below_first_epoch_refuses_to_train():
-    x, y = data()
-    model = model_with(dp_sgd())
-    before = [w.copy() for w in model.get_weights()]
-    target = compute_epsilon(N, BATCH, 1.0, 1, DELTA) * 0.99
-    with pytest.raises(ValueError, match="would be exceeded by the next epoch"):
-        model.fit(
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    reloaded = keras.models.load_model(path)
+    assert reloaded.optimizer.privacy_ledger.steps == model.optimizer.privacy_ledger.steps
+    steps_before = int(reloaded.optimizer.iterations)
+    with pytest.raises(ValueError, match="already spent"):
+        reloaded.fit(
             x,
             y,
             batch_size=BATCH,
             epochs=1,
-            callbacks=[PrivacyBudget(N, BATCH, DELTA, target_epsilon=target)],
+            callbacks=[PrivacyBudget(delta=DELTA, target_epsilon=target)],
             verbose=0,
         )
-    for old, new in zip(before, model.get_weights(), strict=True):
-        np.testing.assert_array_equal(old, new)
+    assert int(reloaded.optimizer.iterations) == steps_before
+
+
+def test_poisson_budget_stops_at_the_last_step_within_it():
+    x, y = data(640)
+    model = model_with(dp_sgd(noise_multiplier=1.0))
+    dataset = poisson_batches((x, y), 50 / 640, max_batch_size=640, seed=3)
+
+    def epsilon_after(steps):
+        return (
+            dp_accounting.rdp.RdpAccountant()
+            .compose(
+                dp_accounting.PoissonSampledDpEvent(50 / 640, dp_accounting.GaussianDpEvent(1.0)),
+                steps,
+            )
+            .get_epsilon(1e-5)
+        )
+
+    target = (epsilon_after(17) + epsilon_after(18)) / 2
+    budget = PrivacyBudget(delta=1e-5, target_epsilon=target)
+    model.fit(dataset, epochs=5, callbacks=[budget], verbose=0)
+    assert model.optimizer.privacy_ledger.steps == int(model.optimizer.iterations) == 17
+
+
+def test_ledger_file_is_append_only_and_restores_a_forgotten_budget(tmp_path):
+    x, y = data()
+    path = tmp_path / "ledger.jsonl"
+    model = model_with(dp_sgd(noise_multiplier=1.0))
+    model.fit(
+        x,
+        y,
+        batch_size=BATCH,
+        epochs=2,
+        callbacks=[PrivacyBudget(delta=DELTA, ledger_path=path)],
+        verbose=0,
+    )
+    lines = path.read_text().splitlines()
+    assert len(lines) == 2
+    record = json.loads(lines[-1])
+    assert record["noisy_steps"] == 2 * N // BATCH and "shuffled" in record["summary"]
+    # A fresh optimizer (weights-only restore, new process) learns the spent budget from the file.
+    fresh = model_with(dp_sgd(noise_multiplier=1.0))
+    budget = PrivacyBudget(delta=DELTA, ledger_path=path)
+    fresh.fit(x, y, batch_size=BATCH, epochs=1, callbacks=[budget], verbose=0)
+    assert budget.epsilon == pytest.approx(gaussian_epsilon(1.0, 3), rel=1e-9)
+    assert path.read_text().splitlines()[:2] == lines
+
+
+def test_microbatching_and_gradient_accumulation_are_accounted():
+    x, y = data()
+    # Microbatches of 2 examples: sensitivity doubled, i.e. half the noise multiplier.
+    model = model_with(dp_sgd(noise_multiplier=2.0, num_microbatches=8))
+    budget = PrivacyBudget(delta=DELTA)
+    model.fit(x, y, batch_size=BATCH, epochs=2, callbacks=[budget], verbose=0)
+    assert budget.epsilon == pytest.approx(gaussian_epsilon(1.0, 2), rel=1e-9)
+    # Accumulating 3 batches of 4 steps per epoch straddles epochs: each straddle costs 2 more.
+    model = model_with(dp_sgd(noise_multiplier=1.0, gradient_accumulation_steps=3))
+    budget = PrivacyBudget(delta=DELTA)
+    model.fit(x, y, batch_size=BATCH, epochs=1, callbacks=[budget], verbose=0)
+    assert model.optimizer.privacy_ledger.steps == 1
+    assert budget.epsilon == pytest.approx(gaussian_epsilon(1.0, 3), rel=1e-9)
+
+
+def test_poisson_batches_with_gradient_accumulation_are_refused():
+    x, y = data(640)
+    model = model_with(dp_sgd(gradient_accumulation_steps=2))
+    with pytest.raises(ValueError, match="gradient_accumulation_steps"):
+        model.fit(poisson_batches((x, y), 0.1, seed=0), epochs=1, verbose=0)
+
+
+def test_no_noise_gives_infinite_epsilon():
+    x, y = data()
+    with pytest.warns(pydp_r.NoPrivacyWarning):
+        model = model_with(dp_sgd(noise_multiplier=0.0))
+    budget = PrivacyBudget(delta=DELTA)
+    model.fit(x, y, batch_size=BATCH, epochs=1, callbacks=[budget], verbose=0)
+    assert math.isinf(budget.epsilon)
 
 
 def test_model_without_dp_optimizer_is_refused():
     x, y = data()
-    model = model_with(keras.optimizers.SGD(0.05))
-    with pytest.raises(ValueError, match="needs a model compiled with a DP optimizer.*SGD"):
-        model.fit(
-            x,
-            y,
-            batch_size=BATCH,
-            epochs=1,
-            callbacks=[PrivacyBudget(N, BATCH, DELTA)],
-            verbose=0,
-        )
+    model = model_with(keras.optimizers.SGD())
+    with pytest.raises(ValueError, match="DP optimizer"):
+        model.fit(x, y, epochs=1, callbacks=[PrivacyBudget(delta=DELTA)], verbose=0)
 
 
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"n": 0}, "n must be a positive integer"),
-        ({"batch_size": 65}, r"batch_size must be an integer in \[1, n\]"),
-        ({"delta": 0.0}, r"delta must be a number in the open interval \(0, 1\)"),
-        ({"target_epsilon": 0.0}, "target_epsilon must be a finite number > 0"),
-        ({"accountant": "gdp"}, "accountant must be one of"),
+        ({"n": 0}, "n must be"),
+        ({"batch_size": 1.5}, "batch_size must be"),
+        ({"n": 10, "batch_size": 11}, "batch_size must be"),
+        ({"delta": 1.0}, "delta must be"),
+        ({"target_epsilon": 0}, "target_epsilon must be"),
+        ({"accountant": "moments"}, "accountant must be"),
     ],
 )
 def test_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
-        PrivacyBudget(**{"n": N, "batch_size": BATCH, "delta": DELTA, **kwargs})
+        PrivacyBudget(**kwargs)
