@@ -37,3 +37,27 @@ def check_real(name: str, value: Any, valid: str, ok: Callable[[float], bool]) -
     if math.isnan(number) or not ok(number):
         raise ValueError(f"{name} must be {valid}; received {value!r}.")
     return number
+
+
+def check_eager_execution(what: str) -> None:
+    """Refuse TF1 graph mode (`tf.compat.v1.disable_v2_behavior()`), which Keras 3 cannot train in.
+
+    Does not import TensorFlow: without it loaded, graph mode cannot be on.
+
+    Args:
+        what: What is being built, for the message (e.g. a class name).
+
+    Raises:
+        RuntimeError: When eager execution is disabled.
+    """
+    import sys
+
+    tensorflow = sys.modules.get("tensorflow")
+    if tensorflow is None or tensorflow.compat.v1.executing_eagerly_outside_functions():
+        return
+    raise RuntimeError(
+        f"{what} needs TensorFlow's eager execution (TF2 behaviour), which Keras 3 requires, but "
+        "it is disabled, e.g. by tf.compat.v1.disable_v2_behavior() or "
+        "tf.compat.v1.disable_eager_execution(). Remove that call (TF Privacy's TF1 tutorials "
+        "make it) and run the script in TensorFlow 2's default eager mode."
+    )
