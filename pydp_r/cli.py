@@ -3,6 +3,12 @@
     pydp-r epsilon --n 60000 --batch-size 256 --noise-multiplier 1.1 --epochs 60 --delta 1e-5
     pydp-r noise --n 60000 --batch-size 256 --target-epsilon 3 --epochs 60 --delta 1e-5
     pydp-r statement --n 60000 --batch-size 256 --noise-multiplier 1.1 --epochs 60 --delta 1e-5
+    pydp-r compute_dp_sgd_privacy --N=60000 --batch_size=256 --noise_multiplier=1.1 --epochs=60
+
+The last is TF Privacy's `compute_dp_sgd_privacy` script (its flags and defaults, its
+statement). TF Privacy's flag spellings (`--N`, `--batch_size`, `--noise_multiplier`,
+`--target_epsilon`, `--max_examples_per_user`, `--accountant_type`, `--used_microbatching`)
+are also accepted by the other subcommands.
 
 Bad values print the reason to stderr and exit with status 2.
 """
@@ -20,13 +26,22 @@ USAGE_ERROR = 2
 
 
 def _add_training_arguments(parser: argparse.ArgumentParser, noise: bool) -> None:
-    parser.add_argument("--n", type=int, required=True, help="number of training examples")
     parser.add_argument(
-        "--batch-size", type=int, required=True, help="(expected) examples per step, <= n"
+        "--n", "--N", dest="n", type=int, required=True, help="number of training examples"
+    )
+    parser.add_argument(
+        "--batch-size",
+        "--batch_size",
+        dest="batch_size",
+        type=int,
+        required=True,
+        help="(expected) examples per step, <= n",
     )
     if noise:
         parser.add_argument(
             "--noise-multiplier",
+            "--noise_multiplier",
+            dest="noise_multiplier",
             type=float,
             required=True,
             help="noise std over l2_norm_clip, >= 0",
@@ -38,12 +53,17 @@ def _add_training_arguments(parser: argparse.ArgumentParser, noise: bool) -> Non
 def _add_accountant_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--accountant",
+        "--accountant_type",
+        dest="accountant",
+        type=str.lower,  # TF Privacy spells them RDP, PLD
         choices=accounting.ACCOUNTANTS,
         default="rdp",
         help="privacy accountant (default: rdp)",
     )
     parser.add_argument(
         "--microbatching",
+        "--used_microbatching",
+        dest="microbatching",
         action="store_true",
         help="gradients were clipped per microbatch of several examples (doubles sensitivity)",
     )
@@ -89,6 +109,60 @@ def _statement(args: argparse.Namespace) -> str:
     ).rstrip("\n")
 
 
+def _absl_bool(text: str) -> bool:
+    """A boolean flag value as absl parses it (true/false, t/f, 1/0, any case)."""
+    value = text.lower()
+    if value in ("true", "t", "1"):
+        return True
+    if value in ("false", "f", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false; received {text!r}")
+
+
+def _add_tf_privacy_arguments(parser: argparse.ArgumentParser) -> None:
+    """TF Privacy 0.9.0's compute_dp_sgd_privacy flags, names and defaults."""
+    parser.add_argument("--N", dest="n", type=int, required=True, help="training examples")
+    parser.add_argument(
+        "--batch_size", type=int, required=True, help="examples per batch, however microbatched"
+    )
+    parser.add_argument(
+        "--noise_multiplier", type=float, required=True, help="noise std over the clip norm"
+    )
+    parser.add_argument("--epochs", type=float, required=True, help="may be fractional")
+    parser.add_argument("--delta", type=float, default=1e-6, help="target delta (default 1e-6)")
+    parser.add_argument(
+        "--used_microbatching",
+        type=_absl_bool,
+        nargs="?",
+        const=True,
+        default=True,
+        help="microbatches of more than one example (default true; doubles sensitivity)",
+    )
+    parser.add_argument(
+        "--noused_microbatching", dest="used_microbatching", action="store_false", help="= false"
+    )
+    parser.add_argument(
+        "--max_examples_per_user", type=int, default=None, help="adds a user-level epsilon"
+    )
+    parser.add_argument("--accountant_type", type=str.upper, choices=("RDP", "PLD"), default="RDP")
+
+
+def _tf_privacy_statement(args: argparse.Namespace) -> str:
+    # Imported here: it is only needed by this subcommand.
+    from pydp_r.tensorflow_privacy.privacy.analysis import compute_dp_sgd_privacy_lib as lib
+
+    return lib.compute_dp_sgd_privacy_statement(
+        args.n,
+        args.batch_size,
+        args.epochs,
+        args.noise_multiplier,
+        args.delta,
+        used_microbatching=args.used_microbatching,
+        max_examples_per_user=args.max_examples_per_user,
+        accountant_type=lib.AccountantType(args.accountant_type),
+    ).rstrip("\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The `pydp-r` argument parser, one subcommand per task (others may be added to it).
 
@@ -116,7 +190,14 @@ def build_parser() -> argparse.ArgumentParser:
         description=_doc_line(accounting.compute_noise_multiplier),
     )
     _add_training_arguments(noise, noise=False)
-    noise.add_argument("--target-epsilon", type=float, required=True, help="epsilon budget, > 0")
+    noise.add_argument(
+        "--target-epsilon",
+        "--target_epsilon",
+        dest="target_epsilon",
+        type=float,
+        required=True,
+        help="epsilon budget, > 0",
+    )
     _add_accountant_arguments(noise)
     noise.set_defaults(handler=_noise)
 
@@ -128,16 +209,29 @@ def build_parser() -> argparse.ArgumentParser:
     _add_training_arguments(statement, noise=True)
     statement.add_argument(
         "--microbatching",
+        "--used_microbatching",
+        dest="microbatching",
         action="store_true",
         help="gradients were clipped per microbatch of several examples (doubles sensitivity)",
     )
     statement.add_argument(
         "--max-examples-per-user",
+        "--max_examples_per_user",
+        dest="max_examples_per_user",
         type=int,
         default=None,
         help="most examples one person contributes (adds a user-level epsilon)",
     )
     statement.set_defaults(handler=_statement)
+
+    tf_privacy = commands.add_parser(
+        "compute_dp_sgd_privacy",
+        help="TF Privacy's compute_dp_sgd_privacy script: its flags, its privacy statement",
+        description="TF Privacy 0.9.0's compute_dp_sgd_privacy: the same flags and defaults, "
+        "the same epsilons in its statement.",
+    )
+    _add_tf_privacy_arguments(tf_privacy)
+    tf_privacy.set_defaults(handler=_tf_privacy_statement)
 
     audit = commands.add_parser(
         "audit",
