@@ -68,11 +68,20 @@ $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 
+# reticulate passes R arrays to NumPy through NumPy's C interface, and reads NumPy 2's only from
+# reticulate 1.38.0 on; with an older one (Debian 12 has 1.28) every R matrix handed to Python fails
+# under NumPy 2 ("incompatible NumPy binary version"). So the virtualenv gets numpy<2 when the R that
+# will use it has such a reticulate, and keeps NumPy 2 otherwise, or when there is no R (make demo).
+RETICULATE_READS_NUMPY_2 := 1.38.0
+NUMPY_FOR_RETICULATE = $$(command -v Rscript >/dev/null 2>&1 && Rscript --vanilla -e \
+	'if (requireNamespace("reticulate", quietly = TRUE) && \
+	    utils::packageVersion("reticulate") < "$(RETICULATE_READS_NUMPY_2)") cat("numpy<2")')
+
 $(VENV)/.demo-installed: pyproject.toml | $(VENV)/bin/python
-	$(PY) -m pip install -q -e ".[plots]"
+	$(PY) -m pip install -q -e ".[plots]" $(NUMPY_FOR_RETICULATE)
 	touch $@
 
-# rpy2 compiles against R, so R comes first.
+# rpy2 compiles against R, so R comes first; R also decides the NumPy (above).
 $(VENV)/.test-installed: pyproject.toml .r-debian-installed | $(VENV)/bin/python
-	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip install -q -e ".[test]" $(NUMPY_FOR_RETICULATE)
 	touch $@ $(VENV)/.demo-installed

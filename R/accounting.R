@@ -39,7 +39,8 @@ compute_epsilon <- function(n, batch_size, noise_multiplier, epochs, delta,
   check_flag(used_microbatching, "used_microbatching")
   args <- supplied_args(match.call(expand.dots = FALSE), environment(),
                         integers = accounting_integer_args)
-  call_core("compute_epsilon", args, frame_call(environment()))
+  call_core("compute_epsilon", args, frame_call(environment()),
+            submodule = "accounting")
 }
 
 #' Noise multiplier for a target epsilon
@@ -70,7 +71,8 @@ compute_noise_multiplier <- function(n, batch_size, target_epsilon, epochs,
   check_flag(used_microbatching, "used_microbatching")
   args <- supplied_args(match.call(expand.dots = FALSE), environment(),
                         integers = accounting_integer_args)
-  call_core("compute_noise_multiplier", args, frame_call(environment()))
+  call_core("compute_noise_multiplier", args, frame_call(environment()),
+            submodule = "accounting")
 }
 
 #' Epsilon as TF Privacy's classic calculator computes it
@@ -98,7 +100,8 @@ compute_dp_sgd_privacy <- function(n, batch_size, noise_multiplier, epochs,
   check_epochs_and_delta(epochs, delta)
   args <- supplied_args(match.call(expand.dots = FALSE), environment(),
                         integers = accounting_integer_args)
-  result <- call_core("compute_dp_sgd_privacy", args, frame_call(environment()))
+  result <- call_core("compute_dp_sgd_privacy", args,
+                      frame_call(environment()), submodule = "accounting")
   c(epsilon = result[[1]], optimal_order = result[[2]])
 }
 
@@ -115,7 +118,10 @@ compute_dp_sgd_privacy <- function(n, batch_size, noise_multiplier, epochs,
 #' @param used_microbatching Whether gradients were clipped per microbatch of
 #'   more than one example (sensitivity doubled). Defaults to `FALSE`.
 #' @param max_examples_per_user `NULL` (default: no user-level guarantee) or
-#'   the largest number of examples one person contributes, a whole number >= 1.
+#'   the largest number of examples one person (or one unit of data you want
+#'   protected, such as one 2-s window that sits in up to 12 overlapping
+#'   sequences) contributes, a whole number >= 1. The statement then adds the
+#'   epsilon for that group by group privacy.
 #'
 #' @return The statement, a string of lines of at most 80 characters, with
 #'   class `pydpr_privacy_statement` so that it prints as text.
@@ -135,7 +141,8 @@ privacy_statement <- function(n, batch_size, noise_multiplier, epochs, delta,
     match.call(expand.dots = FALSE), environment(),
     integers = c(accounting_integer_args, "max_examples_per_user")
   )
-  statement <- call_core("privacy_statement", args, frame_call(environment()))
+  statement <- call_core("privacy_statement", args, frame_call(environment()),
+                         submodule = "accounting")
   structure(statement, class = "pydpr_privacy_statement")
 }
 

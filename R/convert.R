@@ -1,15 +1,20 @@
 #' Convert between R arrays and NumPy arrays
 #'
-#' `as_numpy_array()` turns an R vector, matrix or array into a NumPy array (for
-#' `fit()`, `evaluate()` and `predict()` of a Keras model made through
-#' 'reticulate'); `as_r_array()` turns a NumPy array, a tensor or anything with
-#' an `__array__` method back into an R array.
+#' `as_numpy_array()` turns an R vector, matrix or array into a NumPy array;
+#' `as_r_array()` turns a NumPy array, a tensor or anything with an `__array__`
+#' method back into an R array. Most code needs neither: 'reticulate' converts R
+#' matrices and arrays to NumPy by itself, so `model$fit(x, y)` takes R arrays
+#' as they are (a plain vector `y` becomes a Python list, which Keras refuses:
+#' pass `as.array(y)` or `matrix(y)`).
 #'
-#' 'reticulate' before 1.38 converts arrays through the C interface of NumPy 1
-#' and fails with NumPy 2, which current TensorFlow installs ("Required version
-#' of NumPy not available"). These functions pass the values as a flat Python
-#' list instead (column-major, then reshaped), which works with any
-#' 'reticulate' and NumPy. pydpr's own functions convert this way too.
+#' That native conversion needs a 'reticulate' that reads the installed NumPy:
+#' 'reticulate' before 1.38.0 knows only NumPy 1 and fails under NumPy 2
+#' ("Required version of NumPy not available"). [install_pydpr()] therefore
+#' installs `numpy<2` for such a 'reticulate'. Where the combination is
+#' incompatible anyway, these two functions still work: they then pass the values
+#' as a flat Python list (column-major, then reshaped), which is slower but
+#' works with any 'reticulate' and NumPy, and pydpr's own functions convert the
+#' same way.
 #'
 #' @param x For `as_numpy_array()`: a numeric, integer, logical or character
 #'   vector, matrix or array (no default). For `as_r_array()`: a NumPy array,
@@ -41,6 +46,21 @@ as_numpy_array <- function(x, dtype = NULL) {
   check_string(dtype, "dtype", null_ok = TRUE)
   numpy <- reticulate::import("numpy", convert = FALSE)
   shape <- if (is.null(dim(x))) length(x) else dim(x)
+  if (!is.character(x) && numpy_converts_natively()) {
+    # A plain vector would become a Python list; with a dim it becomes an array.
+    array <- reticulate::r_to_py(array(unname(as.vector(x)), dim = shape))
+  } else {
+    array <- flat_list_to_numpy(x, shape, numpy)
+  }
+  if (!is.null(dtype)) {
+    array <- array$astype(dtype)
+  }
+  array
+}
+
+# The fallback for a 'reticulate' that cannot read the installed NumPy (and for
+# strings, which reticulate turns into object arrays): values as a flat list.
+flat_list_to_numpy <- function(x, shape, numpy) {
   values <- as.vector(x)
   # r_to_py() makes a Python list of a vector, but a scalar of length one.
   flat <- if (length(values) == 1L) list(values) else values
@@ -48,11 +68,7 @@ as_numpy_array <- function(x, dtype = NULL) {
   if (length(values) == 0L) {
     array <- numpy$asarray(array, dtype = empty_dtype(values))
   }
-  array <- array$reshape(as.list(as.integer(shape)), order = "F")
-  if (!is.null(dtype)) {
-    array <- array$astype(dtype)
-  }
-  array
+  array$reshape(as.list(as.integer(shape)), order = "F")
 }
 
 #' @rdname numpy-arrays
@@ -74,16 +90,71 @@ as_r_array <- function(x) {
   shape <- as.integer(unlist(to_r(
     reticulate::import_builtins()$list(array$shape)
   )))
-  values <- to_r(array$ravel(order = "F")$tolist())
   if (length(shape) == 0L) {
+    return(to_r(array$item()))
+  }
+  if (kind %in% c("f", "i", "u", "b") && numpy_converts_natively()) {
+    values <- reticulate::py_to_r(array)
+    dim(values) <- shape
     return(values)
   }
+  values <- to_r(array$ravel(order = "F")$tolist())
   if (length(values) == 0L) {
     values <- vector(empty_mode(kind), 0L)
   }
   values <- unlist(values)
   dim(values) <- shape
   values
+}
+
+# The first 'reticulate' whose conversion of R arrays reads NumPy 2.
+reticulate_reads_numpy_2 <- "1.38.0"
+
+# Whether this reticulate converts R arrays to the installed NumPy and back
+# (decided once per session).
+numpy_converts_natively <- function() {
+  if (is.null(conversion_state$native)) {
+    conversion_state$native <- utils::packageVersion("reticulate") >=
+      reticulate_reads_numpy_2 || numpy_major_version() < 2L
+  }
+  conversion_state$native
+}
+
+conversion_state <- new.env(parent = emptyenv())
+
+numpy_major_version <- function() {
+  version <- reticulate::py_to_r(
+    reticulate::import("numpy", convert = FALSE)$`__version__`
+  )
+  as.integer(strsplit(version, ".", fixed = TRUE)[[1]][[1]])
+}
+
+# The message for a reticulate that cannot convert R arrays to this NumPy.
+numpy_mismatch_message <- function(reticulate_version, numpy_version) {
+  paste0(
+    "reticulate ", reticulate_version, " cannot convert R matrices and arrays ",
+    "to NumPy ", numpy_version, " (it reads NumPy 2 from reticulate ",
+    reticulate_reads_numpy_2, " on), so model$fit(x, y) with R arrays fails ",
+    "with \"Required version of NumPy not available\". Install NumPy 1 in the ",
+    "Python that pydpr uses (pip install \"numpy<2\"; pydpr::install_pydpr() ",
+    "does this) or a newer reticulate."
+  )
+}
+
+# Warns once per session when R arrays cannot reach this NumPy natively.
+warn_if_numpy_mismatch <- function() {
+  if (isTRUE(conversion_state$warned) || numpy_converts_natively()) {
+    return(invisible(FALSE))
+  }
+  conversion_state$warned <- TRUE
+  numpy_version <- reticulate::py_to_r(
+    reticulate::import("numpy", convert = FALSE)$`__version__`
+  )
+  warning(warningCondition(
+    numpy_mismatch_message(utils::packageVersion("reticulate"), numpy_version),
+    class = "pydpr_numpy_mismatch"
+  ))
+  invisible(TRUE)
 }
 
 # py_to_r() for Python objects; R values (already converted) pass unchanged.

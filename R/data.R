@@ -162,11 +162,7 @@ heart_rate_datasets <- function(subject, train_max = 4000, num_timesteps = 12,
     match.call(expand.dots = FALSE), environment(),
     integers = c("train_max", "num_timesteps", "batch_size", "seed")
   )
-  args$subject <- if (is.character(subject)) {
-    path.expand(subject)
-  } else {
-    r_to_python(subject)
-  }
+  args$subject <- subject_for_python(subject)
   datasets <- call_core("heart_rate_datasets", args, frame_call(environment()),
                         submodule = "data")
   names(datasets) <- c("train", "test")
@@ -197,4 +193,121 @@ check_subject <- function(x, call = frame_call(parent.frame())) {
       x, call
     )
   }
+}
+
+#' The walkthrough's training and test sequences of one subject, as R arrays
+#'
+#' The arrays behind [heart_rate_datasets()]: the 2 s means of the wrist
+#' signals (ACC x, y, z, BVP, EDA, TEMP) cut into sequences of `num_timesteps`
+#' steps, each labelled with the heart rate of its last step; labels before
+#' `train_max` train, the rest test, with no sequence crossing the split. They
+#' go straight into `model$fit()`, `model$predict()` and [poisson_batches()].
+#'
+#' @inheritParams heart_rate_datasets
+#'
+#' @return A named list of R arrays: `x_train` and `x_test` of dimensions
+#'   `c(n, num_timesteps, 6)`, `y_train` and `y_test` of dimensions `c(n, 1)`
+#'   (heart rate in bpm; matrices, not vectors, because Keras refuses the
+#'   Python list a plain R vector becomes). For subject S1 (and the default
+#'   synthetic subject) `n` is 3989 for training and 592 for test.
+#' @export
+#' @examplesIf pydp_r_available()
+#' s1 <- synthetic_ppg_subject(n_labels = 300, include_chest = FALSE)
+#' arrays <- heart_rate_arrays(s1, train_max = 250)
+#' dim(arrays$x_train)
+heart_rate_arrays <- function(subject, train_max = 4000, num_timesteps = 12,
+                              standardize = FALSE) {
+  check_subject(subject)
+  check_count(train_max, "train_max")
+  check_count(num_timesteps, "num_timesteps")
+  check_flag(standardize, "standardize")
+  args <- supplied_args(match.call(expand.dots = FALSE), environment(),
+                        integers = c("train_max", "num_timesteps"))
+  args$subject <- subject_for_python(subject)
+  arrays <- call_core("heart_rate_arrays", args, frame_call(environment()),
+                      submodule = "data", convert = FALSE)
+  arrays <- python_to_r(arrays)
+  names(arrays) <- c("x_train", "y_train", "x_test", "y_test")
+  arrays
+}
+
+#' Poisson-sampled batches for DP training
+#'
+#' The batches that make [compute_epsilon()] exact for what ran: each batch
+#' includes each of the `n` examples independently with probability
+#' `sampling_rate`, then is padded with examples of sample weight 0 to one fixed
+#' size, `max_batch_size`, so that Keras traces its training step once. Every
+#' epoch of `fit()` draws fresh batches. Give the result to `model$fit()` in
+#' place of `x` and `y` (and no `batch_size`); [callback_privacy_budget()]
+#' recognizes these batches and logs the Poisson-sampling epsilon. A thin
+#' wrapper of the Python `pydp_r.data.poisson_batches()`.
+#'
+#' @param data The training data (no default): `list(x = , y = )` or
+#'   `list(x, y)`, optionally with a third element `sample_weight`. `x` and `y`
+#'   are R arrays (or NumPy arrays) with the same first dimension `n`; a plain
+#'   vector `y` is taken as a 1-D array.
+#' @param sampling_rate Probability that a batch includes a given example, a
+#'   number in (0, 1] (no default). For the accounting, the batch size is
+#'   `sampling_rate * n`.
+#' @param max_batch_size `NULL` (default: a size exceeded with probability at
+#'   most 1e-6 per batch) or the fixed batch dimension, a whole number in
+#'   \[1, `n`\].
+#' @param seed `NULL` (default: fresh randomness) or a whole number >= 0 that
+#'   makes the batches of every epoch reproducible.
+#' @param steps `NULL` (default: `1 / sampling_rate`, rounded down, one epoch)
+#'   or the number of batches per epoch, a whole number >= 1.
+#'
+#' @return A Python `tf.data.Dataset` of `(x, y, sample_weight)` batches.
+#' @export
+#' @examplesIf pydp_r_available()
+#' x <- matrix(rnorm(300), ncol = 3)
+#' y <- matrix(rnorm(100), ncol = 1)
+#' batches <- poisson_batches(list(x = x, y = y), sampling_rate = 0.1, seed = 1)
+#' batches$cardinality()
+poisson_batches <- function(data, sampling_rate, max_batch_size = NULL,
+                            seed = NULL, steps = NULL) {
+  check_training_data(data)
+  check_number(sampling_rate, "sampling_rate", min = 0, max = 1,
+               min_open = TRUE)
+  check_count(max_batch_size, "max_batch_size", null_ok = TRUE)
+  check_count(seed, "seed", min = 0, null_ok = TRUE)
+  check_count(steps, "steps", null_ok = TRUE)
+  args <- supplied_args(match.call(expand.dots = FALSE), environment(),
+                        integers = c("max_batch_size", "seed", "steps"))
+  args$data <- training_data_for_python(data)
+  call_core("poisson_batches", args, frame_call(environment()),
+            submodule = "data")
+}
+
+check_training_data <- function(x, call = frame_call(parent.frame())) {
+  what <- paste(
+    "list(x = , y = ) or list(x, y), optionally with sample_weight,",
+    "of arrays with one row per example"
+  )
+  if (!is.list(x) || !(length(x) %in% c(2L, 3L))) {
+    argument_error("data", what, x, call)
+  }
+  if (!is.null(names(x))) {
+    given <- names(x)
+    if (!all(c("x", "y") %in% given) ||
+        !all(given %in% c("x", "y", "sample_weight"))) {
+      argument_error("data", what, x, call)
+    }
+  }
+}
+
+# list(x = , y = ) becomes a dict, list(x, y) a tuple; vectors become 1-D
+# arrays (not the Python lists reticulate makes of them).
+training_data_for_python <- function(data) {
+  parts <- lapply(data, function(part) {
+    if (is.atomic(part) && !is.null(part)) as_numpy_array(part) else r_to_python(part)
+  })
+  if (is.null(names(data))) {
+    return(do.call(reticulate::tuple, unname(parts)))
+  }
+  reticulate::py_dict(as.list(names(parts)), unname(parts), convert = FALSE)
+}
+
+subject_for_python <- function(subject) {
+  if (is.character(subject)) path.expand(subject) else r_to_python(subject)
 }

@@ -7,6 +7,12 @@
 #' R and select the environment before the first pydpr call:
 #' `reticulate::use_virtualenv("r-pydpr", required = TRUE)`.
 #'
+#' The NumPy installed is one that the installed 'reticulate' converts R arrays
+#' to: 'reticulate' reads NumPy 2 from version 1.38.0 on, so with an older one
+#' (Debian 12 ships 1.28) pip is given the constraint `numpy<2` (TensorFlow
+#' accepts NumPy 1.26), and with a current one NumPy 2 stays. Either way
+#' `model$fit(x, y)` then takes R matrices and arrays as they are.
+#'
 #' @param envname Name of the virtual environment (kept in reticulate's
 #'   folder of environments), or a path to it. Defaults to `"r-pydpr"`. An
 #'   existing environment is reused and the package installed or upgraded.
@@ -38,6 +44,13 @@ install_pydpr <- function(envname = "r-pydpr", source = NULL, python = NULL,
   if (!is.character(pip_options) || anyNA(pip_options)) {
     argument_error("pip_options", "a character vector without NA",
                    pip_options, frame_call(environment()))
+  }
+  constraints <- numpy_constraint()
+  if (length(constraints) > 0L) {
+    constraints_file <- tempfile("pydpr-constraints-", fileext = ".txt")
+    writeLines(constraints, constraints_file)
+    on.exit(unlink(constraints_file), add = TRUE)
+    pip_options <- c(pip_options, "--constraint", shQuote(constraints_file))
   }
   reticulate::virtualenv_create(envname, python = python, ...)
   reticulate::virtualenv_install(envname, packages = source,
@@ -98,4 +111,14 @@ resolve_source <- function(source, candidates = source_candidates(),
     )
   }
   normalizePath(source)
+}
+
+# The pip constraint on NumPy that lets this reticulate convert R arrays:
+# "numpy<2" before reticulate 1.38.0, none from then on. A constraint, not a
+# requirement: it installs nothing by itself.
+numpy_constraint <- function(reticulate_version = utils::packageVersion("reticulate")) {
+  if (package_version(reticulate_version) < reticulate_reads_numpy_2) {
+    return("numpy<2")
+  }
+  character()
 }

@@ -74,12 +74,14 @@ core <- function(call = NULL) {
   if (!pydp_r_available()) {
     stop(error_condition(core_missing_message(), "pydpr_missing_core", call))
   }
+  warn_if_numpy_mismatch()
   pydp_r
 }
 
 # Calls function `name` of the Python core with a named list of arguments.
-# The data functions live in the subpackage `pydp_r.data`, which the top-level
-# module does not import, so it is imported here when asked for.
+# `submodule` names the module that defines it ("accounting", "data", ...):
+# importing `pydp_r.accounting` rather than reading `pydp_r$compute_epsilon`
+# keeps accounting free of TensorFlow, whose import takes seconds.
 # With `convert = FALSE` the result stays a Python object (for results holding
 # NumPy arrays, which go through python_to_r()).
 call_core <- function(name, args, call = NULL, submodule = NULL,
@@ -98,7 +100,7 @@ call_python <- function(callable, args, call = NULL) {
   tryCatch(
     do.call(callable, args),
     error = function(error) {
-      message <- sub("\\s+$", "", conditionMessage(error))
+      message <- python_hints_in_r(sub("\\s+$", "", conditionMessage(error)))
       stop(error_condition(message, "pydpr_python_error", call))
     }
   )
@@ -120,4 +122,16 @@ frame_call <- function(env) {
     }
   }
   NULL
+}
+
+# Python's error messages suggest fixes in Python syntax; from R the same fix is
+# an R call: `model = pydp_r.replace_batch_norm(model)` becomes
+# `model <- replace_batch_norm(model)`, `replacement='layer'` becomes
+# `replacement = "layer"`.
+python_hints_in_r <- function(message) {
+  message <- gsub("`(\\w+) = pydp_r\\.", "`\\1 <- ", message)
+  message <- gsub("pydp_r\\.(data\\.)?(\\w+)\\(", "\\2(", message)
+  message <- gsub("\\b(\\w+)='([^']*)'", "\\1 = \"\\2\"", message)
+  message <- gsub("\\b(\\w+)=(True|False)\\b", "\\1 = \\U\\2", message, perl = TRUE)
+  message
 }

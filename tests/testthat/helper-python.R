@@ -24,7 +24,8 @@ skip_if_no_core <- function() {
 # The Python package itself, for comparisons that bypass the R wrappers.
 python_core <- function() reticulate::import("pydp_r")
 
-# A seeded regression problem: y = x %*% weights + 0.3 plus a little noise.
+# A seeded regression problem: y = x %*% weights + 0.3 plus a little noise, as
+# plain R matrices (x n x 3, y n x 1), which Keras takes as they are.
 regression_data <- function(n = 256, weights = c(1, -2, 0.5), seed = 1) {
   set.seed(seed)
   x <- matrix(rnorm(n * length(weights)), ncol = length(weights))
@@ -41,5 +42,3 @@ linear_model <- function(inputs = 3L, seed = 1L) {
     keras$layers$Dense(1L)
   ))
 }
-
-float32 <- function(x) as_numpy_array(x, dtype = "float32")

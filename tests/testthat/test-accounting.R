@@ -129,3 +129,30 @@ test_that("privacy_statement() is Python's text and prints as text", {
   printed <- paste(capture.output(print(statement)), collapse = "\n")
   expect_identical(printed, sub("\n$", "", expected))
 })
+
+test_that("accounting in a fresh R session does not load TensorFlow", {
+  skip_if_no_core()
+  code <- paste(
+    "library(pydpr)",
+    "e <- compute_epsilon(n = 3989, batch_size = 32, noise_multiplier = 1.1,",
+    "                     epochs = 20, delta = 1e-5)",
+    "modules <- names(reticulate::import('sys', convert = TRUE)$modules)",
+    "cat(sprintf('%.17g', e), 'tensorflow' %in% modules, 'keras' %in% modules)",
+    sep = "\n"
+  )
+  script <- tempfile(fileext = ".R")
+  on.exit(unlink(script))
+  writeLines(code, script)
+  output <- system2(
+    file.path(R.home("bin"), "Rscript"), c("--vanilla", shQuote(script)),
+    stdout = TRUE, stderr = FALSE,
+    env = c(paste0("R_LIBS=", paste(.libPaths(), collapse = .Platform$path.sep)),
+            paste0("RETICULATE_PYTHON=", reticulate::py_exe()))
+  )
+  fields <- strsplit(utils::tail(output, 1L), " ")[[1]]
+  expect_identical(as.numeric(fields[[1]]),
+                   compute_epsilon(n = 3989, batch_size = 32,
+                                   noise_multiplier = 1.1, epochs = 20,
+                                   delta = 1e-5))
+  expect_identical(fields[2:3], c("FALSE", "FALSE"))
+})

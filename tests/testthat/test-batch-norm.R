@@ -52,7 +52,22 @@ test_that("a DP optimizer trains the replaced model", {
   y <- matrix(rnorm(32), ncol = 1)
   model <- replace_batch_norm(conv_model_with_batch_norm())
   model$compile(optimizer = optimizer_dp_adam(1, 0.5), loss = "mse")
-  history <- model$fit(float32(x), float32(y), batch_size = 16L, epochs = 1L,
+  history <- model$fit(x, y, batch_size = 16L, epochs = 1L,
                        verbose = 0L)
   expect_true(is.finite(history$history$loss[[1]]))
+})
+
+test_that("a DP fit() of a model with batch norm names the fix in R syntax", {
+  skip_if_no_core()
+  set.seed(5)
+  x <- array(rnorm(16 * 12 * 6), dim = c(16, 12, 6))
+  y <- matrix(rnorm(16), ncol = 1)
+  model <- conv_model_with_batch_norm()
+  model$compile(optimizer = optimizer_dp_adam(1, 0.5), loss = "mse")
+  # Raised inside Keras' fit(), which pydpr does not wrap: the core itself
+  # writes the hint for R when it runs under reticulate.
+  error <- expect_error(model$fit(x, y, batch_size = 8L, epochs = 1L, verbose = 0L))
+  message <- conditionMessage(error)
+  expect_match(message, "`model <- replace_batch_norm(model)`", fixed = TRUE)
+  expect_no_match(message, "pydp_r.replace_batch_norm", fixed = TRUE)
 })

@@ -1,5 +1,8 @@
 test_that("bad callback arguments fail in R, naming the argument", {
   expect_error(callback_privacy_budget(n = 0, batch_size = 1, delta = 1e-5), "`n`")
+  expect_error(callback_privacy_budget(n = 2.5), "`n` must be a whole number >= 1 or NULL",
+               fixed = TRUE)
+  expect_error(callback_privacy_budget(batch_size = 0), "`batch_size`")
   expect_error(callback_privacy_budget(n = 100, batch_size = 200, delta = 1e-5),
                "`batch_size`")
   expect_error(callback_privacy_budget(n = 100, batch_size = 10, delta = 2),
@@ -24,16 +27,20 @@ test_that("callback_privacy_budget() makes pydp_r.PrivacyBudget with integer cou
   expect_identical(budget$target_epsilon, 3)
 })
 
-test_that("in fit() the callback logs the epsilon compute_epsilon() gives", {
+test_that("on poisson_batches() the callback logs the epsilon compute_epsilon() gives", {
   skip_if_no_core()
   data <- regression_data(n = 256)
   model <- linear_model()
   model$compile(optimizer = optimizer_dp_sgd(l2_norm_clip = 1,
                                              noise_multiplier = 1.3),
                 loss = "mse")
-  budget <- callback_privacy_budget(n = 256, batch_size = 16, delta = 1e-5)
-  history <- model$fit(float32(data$x), float32(data$y), batch_size = 16L,
-                       epochs = 2L, verbose = 0L, callbacks = list(budget))
+  budget <- callback_privacy_budget(delta = 1e-5)
+  # max_batch_size = n: no batch is ever truncated, so the accounting is plain
+  # Poisson sampling at rate 16 / 256, what compute_epsilon() assumes.
+  batches <- poisson_batches(data, sampling_rate = 16 / 256,
+                             max_batch_size = 256, seed = 1)
+  history <- model$fit(batches, epochs = 2L, verbose = 0L,
+                       callbacks = list(budget))
   logged <- unlist(history$history$epsilon)
   expected <- vapply(1:2, function(epochs) {
     compute_epsilon(n = 256, batch_size = 16, noise_multiplier = 1.3,

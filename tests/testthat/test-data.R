@@ -173,3 +173,64 @@ test_that("an impossible split is Python's ValueError, with its message", {
                         class = "pydpr_python_error")
   expect_match(conditionMessage(error), "ValueError: train_max must be in")
 })
+
+test_that("bad poisson_batches() arguments fail in R, naming the argument", {
+  data <- list(x = matrix(0, 10, 2), y = matrix(0, 10, 1))
+  expect_error(poisson_batches(matrix(0, 10, 2), 0.1), "`data` must be list(x = , y = )",
+               fixed = TRUE)
+  expect_error(poisson_batches(list(a = 1, b = 2), 0.1), "`data`")
+  expect_error(poisson_batches(list(1), 0.1), "`data`")
+  expect_error(poisson_batches(data, 0), "`sampling_rate` must be a number in (0, 1]",
+               fixed = TRUE)
+  expect_error(poisson_batches(data, 1.5), "`sampling_rate`")
+  expect_error(poisson_batches(data, 0.1, max_batch_size = 2.5), "`max_batch_size`")
+  expect_error(poisson_batches(data, 0.1, seed = -1), "`seed`")
+  expect_error(poisson_batches(data, 0.1, steps = 0), "`steps`")
+})
+
+test_that("poisson_batches() from R arrays equals Python's batches for the same seed", {
+  skip_if_no_core()
+  data <- regression_data(n = 100)
+  # 20 and 3 are R doubles; Python wants integers.
+  batches <- poisson_batches(data, sampling_rate = 0.1, max_batch_size = 20,
+                             seed = 3, steps = 4)
+  expect_identical(as.integer(as_r_array(batches$cardinality())), 4L)
+  ours <- reticulate::iterate(batches, function(batch) lapply(batch, as_r_array))
+  expect_identical(dim(ours[[1]][[1]]), c(20L, 3L))
+  expect_identical(dim(ours[[1]][[2]]), c(20L, 1L))
+  data_module <- reticulate::import("pydp_r.data")
+  numpy <- reticulate::import("numpy", convert = FALSE)
+  theirs <- data_module$poisson_batches(
+    reticulate::tuple(numpy$asarray(data$x), numpy$asarray(data$y)),
+    0.1, max_batch_size = 20L, seed = 3L, steps = 4L
+  )
+  theirs <- reticulate::iterate(theirs, function(batch) lapply(batch, as_r_array))
+  expect_identical(ours, theirs)
+  # Padding rows have weight 0, sampled rows weight 1; sampled rows are data rows.
+  weights <- ours[[1]][[3]]
+  expect_true(all(weights %in% c(0, 1)))
+  sampled <- ours[[1]][[1]][weights == 1, , drop = FALSE]
+  expect_true(all(apply(sampled, 1, function(row) {
+    any(apply(data$x, 1, function(data_row) all(abs(data_row - row) < 1e-12)))
+  })))
+
+  unnamed <- poisson_batches(list(data$x, as.vector(data$y)), 0.1,
+                             max_batch_size = 20, seed = 3, steps = 4)
+  unnamed <- reticulate::iterate(unnamed, function(batch) lapply(batch, as_r_array))
+  expect_identical(unnamed[[2]][[1]], ours[[2]][[1]])
+  expect_identical(as.vector(unnamed[[2]][[2]]), as.vector(ours[[2]][[2]]))
+})
+
+test_that("heart_rate_arrays() gives R arrays of the walkthrough's shapes", {
+  skip_if_no_core()
+  subject <- synthetic_ppg_subject(n_labels = 300, include_chest = FALSE)
+  arrays <- heart_rate_arrays(subject, train_max = 250)
+  expect_named(arrays, c("x_train", "y_train", "x_test", "y_test"))
+  expect_identical(dim(arrays$x_train), c(250L - 12L + 1L, 12L, 6L))
+  expect_identical(dim(arrays$y_train), c(250L - 12L + 1L, 1L))
+  expect_identical(dim(arrays$x_test), c(300L - 250L - 12L + 1L, 12L, 6L))
+  datasets <- heart_rate_datasets(subject, train_max = 250, shuffle = FALSE,
+                                  batch_size = 1000)
+  expect_equal(arrays$x_test, as_r_array(first_batch(datasets$test)[[1]]))
+  expect_equal(arrays$y_train, as_r_array(first_batch(datasets$train)[[2]]))
+})

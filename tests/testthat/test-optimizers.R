@@ -109,8 +109,8 @@ test_that("Python's own range checks surface as R errors with their message", {
 test_that("a model trained in R with optimizer_dp_adam() lowers its loss", {
   skip_if_no_core()
   data <- regression_data(n = 256)
-  x <- float32(data$x)
-  y <- float32(data$y)
+  x <- data$x  # plain R matrices, no conversion
+  y <- data$y
   model <- linear_model()
   model$compile(
     optimizer = optimizer_dp_adam(l2_norm_clip = 1, noise_multiplier = 0.5,
@@ -130,7 +130,7 @@ test_that("every DP optimizer trains a compiled model for an epoch", {
   for (class_name in names(constructors)) {
     model <- linear_model()
     model$compile(optimizer = constructors[[class_name]](1, 0.5), loss = "mse")
-    history <- model$fit(float32(data$x), float32(data$y), batch_size = 16L,
+    history <- model$fit(data$x, data$y, batch_size = 16L,
                          epochs = 1L, verbose = 0L)
     expect_true(is.finite(history$history$loss[[1]]), info = class_name)
   }
