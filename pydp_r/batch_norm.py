@@ -14,6 +14,7 @@ import keras
 
 from pydp_r import _keras_seam
 from pydp_r._keras_seam import Functional
+from pydp_r._r_hints import fix_hint
 
 
 def _trainable_batch_norm_layers(model: keras.Model) -> list[keras.layers.Layer]:
@@ -36,11 +37,16 @@ def check_no_batch_norm(model: keras.Model) -> None:
     offending = _trainable_batch_norm_layers(model)
     if offending:
         names = ", ".join(f"'{layer.name}'" for layer in offending)
+        fix = fix_hint(
+            "`model = pydp_r.replace_batch_norm(model)` (GroupNormalization, or "
+            "LayerNormalization with replacement='layer'), or freeze them with trainable=False",
+            "`model <- replace_batch_norm(model)` (GroupNormalization, or LayerNormalization "
+            'with replacement = "layer"), or freeze them with layer$trainable <- FALSE',
+        )
         raise ValueError(
             f"Model '{model.name}' has BatchNormalization layer(s) {names}, which mix examples "
             "within a batch and break the per-example clipping bound of DP training. Replace them "
-            "with `model = pydp_r.replace_batch_norm(model)` (GroupNormalization, or "
-            "LayerNormalization with replacement='layer'), or freeze them with trainable=False."
+            f"with {fix}."
         )
 
 
