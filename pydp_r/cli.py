@@ -3,6 +3,7 @@
     pydp-r epsilon --n 60000 --batch-size 256 --noise-multiplier 1.1 --epochs 60 --delta 1e-5
     pydp-r noise --n 60000 --batch-size 256 --target-epsilon 3 --epochs 60 --delta 1e-5
     pydp-r statement --n 60000 --batch-size 256 --noise-multiplier 1.1 --epochs 60 --delta 1e-5
+    pydp-r plan --n 60000 --target-epsilon 3 --epochs 60 --delta 1e-5
     pydp-r compute_dp_sgd_privacy --N=60000 --batch_size=256 --noise_multiplier=1.1 --epochs=60
 
 The last is TF Privacy's `compute_dp_sgd_privacy` script (its flags and defaults, its
@@ -20,6 +21,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from pydp_r import accounting
+from pydp_r import planner as dp_planner
 from pydp_r.audit import __main__ as audit_main
 
 USAGE_ERROR = 2
@@ -163,6 +165,57 @@ def _tf_privacy_statement(args: argparse.Namespace) -> str:
     ).rstrip("\n")
 
 
+def _plan(args: argparse.Namespace) -> str:
+    return str(
+        dp_planner.plan_dp_training(
+            args.n,
+            args.target_epsilon,
+            args.epochs,
+            args.delta,
+            batch_sizes=args.batch_sizes,
+            min_steps=args.min_steps,
+            accountant=args.accountant,
+        )
+    )
+
+
+def _add_plan_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--n", "--N", dest="n", type=int, required=True, help="number of training examples"
+    )
+    parser.add_argument(
+        "--target-epsilon",
+        "--target_epsilon",
+        dest="target_epsilon",
+        type=float,
+        required=True,
+        help="epsilon budget, > 0",
+    )
+    parser.add_argument("--epochs", type=float, required=True, help="passes over the data, > 0")
+    parser.add_argument("--delta", type=float, required=True, help="target delta, in (0, 1)")
+    parser.add_argument(
+        "--batch-sizes",
+        dest="batch_sizes",
+        type=int,
+        nargs="+",
+        default=None,
+        help="candidate batch sizes (default: powers of two from 16 up to n / 2)",
+    )
+    parser.add_argument(
+        "--min-steps",
+        dest="min_steps",
+        type=int,
+        default=dp_planner.DEFAULT_MIN_STEPS,
+        help=f"fewest steps a plan keeps (default: {dp_planner.DEFAULT_MIN_STEPS})",
+    )
+    parser.add_argument(
+        "--accountant",
+        choices=accounting.ACCOUNTANTS,
+        default="rdp",
+        help="privacy accountant (default: rdp)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The `pydp-r` argument parser, one subcommand per task (others may be added to it).
 
@@ -223,6 +276,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="most examples one person contributes (adds a user-level epsilon)",
     )
     statement.set_defaults(handler=_statement)
+
+    plan = commands.add_parser(
+        "plan",
+        help="batch size, noise multiplier and steps for a target epsilon",
+        description=_doc_line(dp_planner.plan_dp_training),
+    )
+    _add_plan_arguments(plan)
+    plan.set_defaults(handler=_plan)
 
     tf_privacy = commands.add_parser(
         "compute_dp_sgd_privacy",

@@ -112,3 +112,23 @@ def test_audit_subcommand_prints_the_step_audit(capsys):
 def test_audit_subcommand_rejects_bad_values(capsys):
     assert main(["audit", "--audits", "step", "--noise-multiplier", "-1"]) == 2
     assert "noise_multiplier" in capsys.readouterr().err
+
+
+def test_plan_prints_plan_dp_training(capsys):
+    from pydp_r.planner import plan_dp_training
+
+    argv = ["--n", "3378", "--target-epsilon", "2", "--epochs", "20", "--delta", "1e-5"]
+    status, out, err = run(
+        capsys, "plan", *argv, "--batch-sizes", "128", "512", "--min-steps", "100"
+    )
+    assert status == 0 and err == ""
+    expected = plan_dp_training(3378, 2.0, 20, 1e-5, batch_sizes=[128, 512], min_steps=100)
+    assert out == str(expected) + "\n"
+    assert expected.batch_size == 512  # 132 steps >= 100, and less noisy than 128
+
+
+def test_plan_rejects_bad_values(capsys):
+    argv = ["plan", "--n", "100", "--target-epsilon", "2", "--epochs", "5", "--delta", "1e-5"]
+    status, _, err = run(capsys, *argv, "--batch-sizes", "500")
+    assert status == 2
+    assert "batch_sizes must be integers in [1, n] = [1, 100]; received 500" in err
