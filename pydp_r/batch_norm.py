@@ -8,7 +8,7 @@ normalization compute their statistics within one example, so they are safe.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import keras
 
@@ -54,6 +54,33 @@ def _largest_divisor_at_most(number: int, limit: int) -> int:
     return max(d for d in range(1, min(number, limit) + 1) if number % d == 0)
 
 
+@keras.saving.register_keras_serializable(package="pydp_r")
+class GroupNormalizationUpTo(keras.layers.GroupNormalization):
+    """GroupNormalization whose group count is fixed at build time from the channel count.
+
+    The count is the largest divisor of the channels that is at most `max_groups`, the rule
+    `replace_batch_norm` applies to built layers, for layers whose channels are not known yet.
+
+    Args:
+        max_groups: Upper bound on the number of groups, integer >= 1.
+        groups: Ignored before build (the count is chosen then); kept so that a saved,
+            built layer reloads with its count.
+        **kwargs: Other `keras.layers.GroupNormalization` arguments.
+    """
+
+    def __init__(self, max_groups: int = 32, groups: int | None = None, **kwargs: Any) -> None:
+        super().__init__(groups=1 if groups is None else groups, **kwargs)
+        self.max_groups = max_groups
+
+    def build(self, input_shape: Any) -> None:
+        channels = int(input_shape[self.axis])
+        self.groups = _largest_divisor_at_most(channels, self.max_groups)
+        super().build(input_shape)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "max_groups": self.max_groups}
+
+
 def _normalization_for(
     layer: keras.layers.BatchNormalization, replacement: str, max_groups: int
 ) -> keras.layers.Layer:
@@ -68,10 +95,9 @@ def _normalization_for(
     if replacement == "layer":
         return keras.layers.LayerNormalization(**common)
     if not layer.built:
-        raise ValueError(
-            f"replace_batch_norm needs built layers to count channels; layer '{layer.name}' is not "
-            "built. Build the model first (give it an Input or call model.build(input_shape))."
-        )
+        # A model defined without an input shape (as the R walkthrough's is) has no channel count
+        # yet: the group count is chosen when the layer is built.
+        return GroupNormalizationUpTo(max_groups=max_groups, **common)
     channels = int(layer.gamma.shape[0] if layer.scale else layer.beta.shape[0])
     groups = _largest_divisor_at_most(channels, max_groups)
     return keras.layers.GroupNormalization(groups=groups, **common)
@@ -91,7 +117,8 @@ def replace_batch_norm(
     not compiled.
 
     Args:
-        model: A built Sequential or functional Keras model.
+        model: A Sequential or functional Keras model. In an unbuilt one (no input shape yet)
+            each GroupNormalization chooses its group count when it is built.
         replacement: "group" (GroupNormalization, as Opacus does) or "layer" (LayerNormalization).
         max_groups: Upper bound on the number of groups, >= 1.
 
@@ -99,8 +126,7 @@ def replace_batch_norm(
         A new model; `model` itself is unchanged.
 
     Raises:
-        ValueError: For an unknown `replacement`, `max_groups` < 1, a subclassed model, or an
-            unbuilt BatchNormalization layer.
+        ValueError: For an unknown `replacement`, `max_groups` < 1, or a subclassed model.
     """
     if replacement not in ("group", "layer"):
         raise ValueError(f"replacement must be 'group' or 'layer'; received {replacement!r}.")

@@ -141,3 +141,45 @@ def test_r_compute_epsilon_prints_pythons_number():
     assert float(rdp_line) == compute_epsilon(60000, 256, 1.1, 60, 1e-5)
     assert float(pld_line) == compute_epsilon(60000, 256, 1.1, 60, 1e-5, accountant="pld")
     assert error_line.startswith("pydpr_python_error ValueError: target_epsilon=1e-09")
+
+
+def test_fix_hints_are_r_code_under_reticulate(monkeypatch):
+    import keras
+
+    from pydp_r._r_hints import called_from_r, fix_hint
+    from pydp_r.batch_norm import check_no_batch_norm
+
+    model = keras.Sequential([keras.Input((4, 2)), keras.layers.BatchNormalization()])
+    monkeypatch.delitem(sys.modules, "rpytools", raising=False)
+    assert not called_from_r()
+    with pytest.raises(ValueError, match=r"model = pydp_r\.replace_batch_norm\(model\)"):
+        check_no_batch_norm(model)
+    monkeypatch.setitem(sys.modules, "rpytools", object())
+    assert fix_hint("python()", "r()") == "r()"
+    with pytest.raises(ValueError, match=r"`model <- replace_batch_norm\(model\)`") as error:
+        check_no_batch_norm(model)
+    assert "pydp_r." not in str(error.value)
+
+
+def test_replace_batch_norm_on_a_model_without_input_shape_picks_groups_at_build():
+    """The R walkthrough defines its convnet without an input shape, as keras_model_sequential()."""
+    import keras
+    import numpy as np
+
+    from pydp_r.batch_norm import GroupNormalizationUpTo, replace_batch_norm
+
+    model = keras.Sequential(
+        [
+            keras.layers.Conv1D(12, 3, activation="relu"),
+            keras.layers.BatchNormalization(name="norm"),
+            keras.layers.GlobalAveragePooling1D(),
+            keras.layers.Dense(1),
+        ]
+    )
+    replaced = replace_batch_norm(model, max_groups=8)
+    norm = replaced.get_layer("norm")
+    assert isinstance(norm, GroupNormalizationUpTo)
+    replaced(np.zeros((2, 12, 6), np.float32))
+    assert norm.groups == 6  # the largest divisor of 12 channels that is <= 8
+    restored = keras.layers.deserialize(keras.layers.serialize(norm))
+    assert restored.max_groups == 8
