@@ -25,6 +25,7 @@ from typing import Any
 import keras
 
 import pydp_r.train_step  # noqa: F401  (routes fit() of models with a DP optimizer to the DP step)
+from pydp_r import _keras_seam
 from pydp_r._checks import check_count, check_real
 from pydp_r.optimizers import DPOptimizerMixin
 from pydp_r.tensorflow_privacy.privacy.optimizers import dp_optimizer_keras
@@ -88,6 +89,34 @@ def _dp_copy(optimizer: keras.optimizers.Optimizer, settings: _DPSettings) -> An
     return dp_class.from_config(config)
 
 
+def _functional(model_args: tuple[Any, ...], model_kwargs: dict[str, Any]) -> bool:
+    """Whether `keras.Model(*model_args, **model_kwargs)` would build a functional model."""
+    return (
+        len(model_args) == 2
+        or (len(model_args) == 1 and "outputs" in model_kwargs)
+        or ("inputs" in model_kwargs and "outputs" in model_kwargs)
+    )
+
+
+_FUNCTIONAL_VARIANTS: dict[type, type] = {}
+
+
+def _functional_variant(dp_model_class: type) -> type:
+    """`DPModel` built from inputs and outputs: a subclass of it and of Keras' Functional.
+
+    Without it Keras would rebase `DPModel` itself onto Functional at the first functional
+    construction, breaking later subclassed use of `DPModel`.
+    """
+    if dp_model_class not in _FUNCTIONAL_VARIANTS:
+        variant = type(
+            dp_model_class.__name__,
+            (dp_model_class, _keras_seam.functional_model_class()),
+            {"__module__": dp_model_class.__module__, "__doc__": dp_model_class.__doc__},
+        )
+        _FUNCTIONAL_VARIANTS[dp_model_class] = variant
+    return _FUNCTIONAL_VARIANTS[dp_model_class]
+
+
 def make_dp_model_class(cls: type) -> type:
     """The DP-SGD version of a Keras 3 model class, as TF Privacy's `make_dp_model_class`.
 
@@ -107,6 +136,11 @@ def make_dp_model_class(cls: type) -> type:
         raise ValueError(f"cls must be a subclass of keras.Model; received {cls!r}.")
 
     class DPModelClass(cls):
+        def __new__(cls_: type, *args: Any, **kwargs: Any) -> Any:
+            if cls_ is DPModelClass and cls is keras.Model and _functional(args[5:], kwargs):
+                cls_ = _functional_variant(DPModelClass)
+            return super().__new__(cls_, *args, **kwargs)
+
         def __init__(
             self,
             l2_norm_clip: float | None = None,

@@ -10,6 +10,7 @@ Keras 3 names.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, NamedTuple
 
 import keras
@@ -111,6 +112,24 @@ def make_translated_class(
     return keras.saving.register_keras_serializable(
         package="pydp_r.tensorflow_privacy", name=class_name
     )(translated)
+
+
+def keras_arguments_of(dp_class: type) -> tuple[OldArgument, ...]:
+    """The positional arguments of the Keras 3 optimizer that `dp_class` wraps, by Keras name.
+
+    `name` is left out (pydp_r's DP classes default it to "dp_" + Keras' name).
+    """
+    keras_class = next(
+        base
+        for base in dp_class.__mro__
+        if issubclass(base, keras.optimizers.Optimizer)
+        and not issubclass(base, optimizers.DPOptimizerMixin)
+    )
+    return tuple(
+        OldArgument(parameter.name, parameter.name, parameter.default)
+        for parameter in inspect.signature(keras_class).parameters.values()
+        if parameter.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD and parameter.name != "name"
+    )
 
 
 # tf.compat.v1.train constructors, after `learning_rate` (all of them start with it).

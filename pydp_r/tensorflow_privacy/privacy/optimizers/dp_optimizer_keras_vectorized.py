@@ -30,7 +30,12 @@ def _vectorized(class_name: str, dp_base: type) -> type:
         "Keras 3 optimizer.\n"
     )
     return _translated.make_translated_class(
-        class_name, dp_base, ("unconnected_gradients_to_zero",), (), {}, doc
+        class_name,
+        dp_base,
+        ("unconnected_gradients_to_zero",),
+        _translated.keras_arguments_of(dp_base),
+        {},
+        doc,
     )
 
 
