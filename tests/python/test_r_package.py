@@ -183,3 +183,20 @@ def test_replace_batch_norm_on_a_model_without_input_shape_picks_groups_at_build
     assert norm.groups == 6  # the largest divisor of 12 channels that is <= 8
     restored = keras.layers.deserialize(keras.layers.serialize(norm))
     assert restored.max_groups == 8
+
+
+@pytest.mark.slow
+def test_r_walkthrough_runs_and_has_the_posts_shapes(installed_pydpr):
+    """examples/walkthrough.R, one epoch each run, on the synthetic subject of S1's size."""
+    script = REPO_ROOT / "examples" / "walkthrough.R"
+    environment = {
+        "RETICULATE_PYTHON": sys.executable,
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "WALKTHROUGH_EPOCHS": "1",
+        "PPG_DALIA_DIR": "",
+    }
+    result = _run_r(f'source("{script.as_posix()}", echo = FALSE)', **environment)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "training sequences: 3989 of n_train = 3989" in result.stdout
+    assert "test sequences: 592 of n_test = 592" in result.stdout
+    assert "test MAE after 1 epochs" in result.stdout
