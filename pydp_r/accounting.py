@@ -27,10 +27,19 @@ CLASSIC_RDP_ORDERS = (
     [1.25, 1.5, 1.75, 2.0, 2.25, 2.5, 3.0, 3.5, 4.0, 4.5] + list(range(5, 64)) + [128, 256, 512]
 )
 
-# Above this noise multiplier a target epsilon is declared unreachable: with the RDP
-# accountant's largest order (1024) its epsilon stops falling below roughly
-# log(1 / (1024 * delta)) / 1023, so tiny targets would otherwise be searched forever.
-MAX_NOISE_MULTIPLIER = 1e5
+# The largest noise multiplier accounted. Beyond it the RDP accountant's epsilon has long
+# stopped falling (its largest order, 1024, sets a floor near 0.0035 at delta 1e-5) and from
+# about 1e5 its floating point returns 0, a claim of perfect privacy; targets below the floor
+# are declared unreachable instead of being "met" by that rounding.
+MAX_NOISE_MULTIPLIER = 1e4
+
+# The most noisy steps accounted (no real training takes more; beyond it the accountants'
+# time and memory grow without bound).
+MAX_STEPS = 10**7
+
+# privacy_statement leaves out the PLD figure above this many steps: the PLD accountant takes
+# minutes there (its loss distribution widens with every composition).
+_MAX_PLD_STATEMENT_STEPS = 1_000
 
 # compute_noise_multiplier stops bisecting when upper / lower <= 1 + this.
 _NOISE_RELATIVE_PRECISION = 1e-4
@@ -50,8 +59,8 @@ def _check_noise_multiplier(noise_multiplier: Any) -> float:
     return check_real(
         "noise_multiplier",
         noise_multiplier,
-        "a finite number >= 0",
-        lambda x: math.isfinite(x) and x >= 0,
+        f"a number in [0, {MAX_NOISE_MULTIPLIER:g}]",
+        lambda x: 0 <= x <= MAX_NOISE_MULTIPLIER,
     )
 
 
@@ -79,10 +88,21 @@ def _check_accountant(accountant: Any) -> str:
 
 
 def _num_steps(n: int, batch_size: int, epochs: float) -> int:
-    """ceil(epochs * n / batch_size), in exact integer arithmetic when epochs is whole."""
+    """ceil(epochs * n / batch_size), in exact integer arithmetic when epochs is whole.
+
+    Raises:
+        ValueError: Naming epochs, when that is more than `MAX_STEPS` steps.
+    """
     if float(epochs).is_integer():
-        return -(-int(epochs) * n // batch_size)
-    return math.ceil(epochs * n / batch_size)
+        steps = -(-int(epochs) * n // batch_size)
+    else:
+        steps = math.ceil(epochs * n / batch_size)
+    if steps > MAX_STEPS:
+        raise ValueError(
+            f"epochs must give at most {MAX_STEPS:.0e} steps (epochs * n / batch_size); "
+            f"received epochs={epochs!r}, i.e. {steps} steps."
+        )
+    return steps
 
 
 def _make_accountant(accountant: str) -> dp_accounting.PrivacyAccountant:
@@ -117,7 +137,14 @@ def _epsilon(
     if noise_multiplier == 0:
         return math.inf
     composed = _composed_accountant(accountant, noise_multiplier, sampling_rate, steps)
-    return float(composed.get_epsilon(delta))
+    epsilon = float(composed.get_epsilon(delta))
+    if not epsilon > 0:
+        raise ValueError(
+            f"the {accountant!r} accountant returned epsilon {epsilon!r} for noise_multiplier="
+            f"{noise_multiplier!r}: a rounding artefact, not perfect privacy. Use a smaller "
+            "noise_multiplier."
+        )
+    return epsilon
 
 
 def compute_epsilon(
@@ -199,7 +226,7 @@ def compute_noise_multiplier(
 
     Raises:
         ValueError: For an argument outside its range, or when even a noise multiplier of
-            `MAX_NOISE_MULTIPLIER` (1e5) does not bring epsilon down to `target_epsilon`.
+            `MAX_NOISE_MULTIPLIER` (1e4) does not bring epsilon down to `target_epsilon`.
     """
     n, batch_size = _check_n_and_batch_size(n, batch_size)
     target_epsilon = _check_target_epsilon(target_epsilon)
@@ -344,6 +371,15 @@ def _user_epsilon(
     return max_examples_per_user * example_epsilon(root)
 
 
+def _statement_epsilon(
+    accountant: str, noise_multiplier: float, sampling_rate: float | None, steps: int, delta: float
+) -> float | str:
+    """A cell of the statement's table: the epsilon, or "n/a" for PLD past its step limit."""
+    if accountant == "pld" and steps > _MAX_PLD_STATEMENT_STEPS:
+        return "n/a"
+    return _epsilon(accountant, noise_multiplier, sampling_rate, steps, delta)
+
+
 def _table_row(label: str, cells: list[float] | list[str]) -> str:
     """One row of the statement's tables: the label, then right-aligned 10-wide cells."""
     texts = [cell if isinstance(cell, str) else f"{cell:.3f}" for cell in cells]
@@ -421,12 +457,18 @@ def privacy_statement(
         + "\n"
         + _table_row(
             f"Poisson sampling at rate q, {steps} steps [A3]",
-            [_epsilon(name, effective_noise, sampling_rate, steps, delta) for name in ACCOUNTANTS],
+            [
+                _statement_epsilon(name, effective_noise, sampling_rate, steps, delta)
+                for name in ACCOUNTANTS
+            ],
         )
         + "\n"
         + _table_row(
             f"Each example once per epoch, {passes} epochs [A4]",
-            [_epsilon(name, effective_noise, None, passes, delta) for name in ACCOUNTANTS],
+            [
+                _statement_epsilon(name, effective_noise, None, passes, delta)
+                for name in ACCOUNTANTS
+            ],
         ),
     ]
     if max_examples_per_user is None:

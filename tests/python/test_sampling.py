@@ -92,14 +92,36 @@ def test_same_seed_same_epochs_and_every_epoch_is_fresh():
 
 def test_overflow_keeps_a_uniformly_random_subset():
     n, steps = 20, 600
-    dataset = poisson_batches(numbered_data(n), 0.5, max_batch_size=4, seed=3, steps=steps)
+    dataset = poisson_batches(numbered_data(n), 0.5, max_batch_size=10, seed=3, steps=steps)
     included = inclusion_matrix(dataset, n)
-    # P(Binomial(20, 0.5) <= 4) is tiny, so nearly every batch is truncated to exactly 4.
-    assert (included.sum(axis=1) == 4).mean() > 0.99
-    # Truncation must not favour low or high indices: every example about 4/20 of the time.
+    # P(Binomial(20, 0.5) > 10) = 0.41: those batches are cut to exactly 10, the rest kept.
+    sizes = included.sum(axis=1)
+    assert sizes.max() == 10
+    assert 0.4 < (sizes == 10).mean() < 0.8
+    # Truncation must not favour low or high indices.
     per_example = included.sum(axis=0)
-    expected = steps * 4 / n
+    expected = per_example.mean()
     assert np.all(np.abs(per_example - expected) < 5 * math.sqrt(expected))
+
+
+def test_max_batch_size_below_the_expected_batch_is_refused():
+    with pytest.raises(ValueError, match=r"\[5, 10\]"):
+        poisson_batches(numbered_data(10)[:2], 0.5, max_batch_size=4)
+
+
+def test_unseeded_batches_ignore_the_global_seed():
+    data = numbered_data(50)
+    keras.utils.set_random_seed(0)
+    first = inclusion_matrix(poisson_batches(data, 0.3, steps=5), 50)
+    keras.utils.set_random_seed(0)
+    second = inclusion_matrix(poisson_batches(data, 0.3, steps=5), 50)
+    assert not np.array_equal(first, second)
+
+
+def test_native_pipeline_has_no_python_generator():
+    dataset = poisson_batches(numbered_data(10)[:2], 0.5, seed=0)
+    # A generator-backed dataset cannot be serialized to a graph; a native one can.
+    assert dataset._as_serialized_graph() is not None
 
 
 def test_default_batch_bound_and_epoch_length():
@@ -153,7 +175,33 @@ def test_trains_with_fit_and_a_dp_optimizer():
     assert len(history.history["loss"]) == 4
     assert np.all(np.isfinite(history.history["loss"]))
     assert model.evaluate(x, y, verbose=0) < before
-    assert history.history["epsilon"][-1] == pytest.approx(compute_epsilon(n, 20, 0.5, 4, 1e-5))
+    # The default fixed size can cut a batch: accounted exactly (PLD), close to the Poisson
+    # figure without truncation.
+    assert budget.accountant_used == "pld"
+    untruncated = compute_epsilon(n, 20, 0.5, 4, 1e-5, accountant="pld")
+    assert history.history["epsilon"][-1] == pytest.approx(untruncated, rel=2e-3)
+
+
+def test_reported_loss_is_the_mean_over_real_rows_not_padding():
+    n = 400
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(n, 3)).astype("float32")
+    y = (10 + x.sum(axis=1, keepdims=True)).astype("float32")
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1, kernel_initializer="zeros")])
+    model.compile(
+        optimizer=pydp_r.DPSGD(l2_norm_clip=1.0, noise_multiplier=1.0, learning_rate=0.0),
+        loss="mse",
+        metrics=["mae"],
+    )
+    dataset = poisson_batches((x, y), 0.1, seed=4)
+    history = model.fit(dataset, epochs=1, verbose=0)
+    # With learning rate 0 the model predicts 0: the loss of a real row is y^2.
+    rows = [np.asarray(by)[np.asarray(bw) > 0] for _, by, bw in dataset]
+    # The dataset is re-drawn per pass, so compare with the population mean, within sampling error.
+    expected = float(np.mean(y**2))
+    assert history.history["loss"][0] == pytest.approx(expected, rel=0.05)
+    assert history.history["mae"][0] == pytest.approx(float(np.mean(np.abs(y))), rel=0.05)
+    assert all(len(r) < 60 for r in rows)
 
 
 @pytest.mark.parametrize("rate", [0, -0.1, 1.5, math.nan, "x"])
@@ -166,7 +214,7 @@ def test_bad_sampling_rate(rate):
     "kwargs, message",
     [
         ({"max_batch_size": 0}, "max_batch_size must be a positive integer"),
-        ({"max_batch_size": 11}, r"max_batch_size must be an integer in \[1, n\] = \[1, 10\]"),
+        ({"max_batch_size": 11}, r"max_batch_size must be an integer in .* = \[5, 10\]"),
         ({"steps": 0}, "steps must be a positive integer"),
         ({"seed": -1}, "seed must be an integer >= 0 or None"),
     ],
