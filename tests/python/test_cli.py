@@ -132,3 +132,62 @@ def test_plan_rejects_bad_values(capsys):
     status, _, err = run(capsys, *argv, "--batch-sizes", "500")
     assert status == 2
     assert "batch_sizes must be integers in [1, n] = [1, 100]; received 500" in err
+
+
+TF_PRIVACY_FLAGS = ["--N=60000", "--batch_size=256", "--noise_multiplier=1.1", "--epochs=60"]
+
+
+def test_compute_dp_sgd_privacy_subcommand_is_tf_privacys_script(capsys):
+    from pydp_r.tensorflow_privacy.privacy.analysis import compute_dp_sgd_privacy_lib as lib
+
+    status, out, err = run(capsys, "compute_dp_sgd_privacy", *TF_PRIVACY_FLAGS, "--delta=1e-5")
+    assert status == 0 and err == ""
+    # TF Privacy's defaults: microbatching on, RDP, no user bound; epochs is a float flag
+    # there too, so its statement also reads "60.0 epochs".
+    assert out == lib.compute_dp_sgd_privacy_statement(60000, 256, 60.0, 1.1, 1e-5)
+    _, default_delta, _ = run(capsys, "compute_dp_sgd_privacy", *TF_PRIVACY_FLAGS)
+    assert "delta = 1e-06" in default_delta
+    for off in ("--used_microbatching=false", "--noused_microbatching"):
+        _, out_off, _ = run(capsys, "compute_dp_sgd_privacy", *TF_PRIVACY_FLAGS, off)
+        assert out_off == lib.compute_dp_sgd_privacy_statement(
+            60000, 256, 60.0, 1.1, 1e-6, used_microbatching=False
+        )
+    _, pld, _ = run(
+        capsys,
+        "compute_dp_sgd_privacy",
+        *TF_PRIVACY_FLAGS,
+        "--accountant_type=PLD",
+        "--max_examples_per_user=2",
+    )
+    assert pld == lib.compute_dp_sgd_privacy_statement(
+        60000, 256, 60.0, 1.1, 1e-6, max_examples_per_user=2, accountant_type=lib.AccountantType.PLD
+    )
+
+
+def test_other_subcommands_accept_tf_privacys_flag_spellings(capsys):
+    status, out, _ = run(capsys, "epsilon", *TF_PRIVACY_FLAGS, "--delta=1e-5")
+    assert status == 0 and float(out) == compute_epsilon(60000, 256, 1.1, 60, 1e-5)
+    _, pld, _ = run(
+        capsys, "epsilon", *TF_PRIVACY_FLAGS, "--delta=1e-5", "--accountant_type=PLD",
+        "--used_microbatching",
+    )  # fmt: skip
+    assert float(pld) == compute_epsilon(
+        60000, 256, 1.1, 60, 1e-5, accountant="pld", used_microbatching=True
+    )
+    _, noise, _ = run(
+        capsys, "noise", "--N=60000", "--batch_size=256", "--epochs=60", "--delta=1e-5",
+        "--target_epsilon=3",
+    )  # fmt: skip
+    assert float(noise) == compute_noise_multiplier(60000, 256, 3.0, 60, 1e-5)
+
+
+def test_compute_dp_sgd_privacy_subcommand_rejects_bad_values(capsys):
+    status, _, err = run(
+        capsys, "compute_dp_sgd_privacy", "--N=100", "--batch_size=256", "--noise_multiplier=1",
+        "--epochs=1",
+    )  # fmt: skip
+    assert status == 2 and "batch_size must be an integer in [1, number_of_examples]" in err
+    status, _, _ = run(
+        capsys, "compute_dp_sgd_privacy", *TF_PRIVACY_FLAGS, "--used_microbatching=x"
+    )
+    assert status == 2
