@@ -168,13 +168,17 @@ def dp_train_step(model: keras.Model, data: Any) -> dict[str, Any]:
                 num_microbatches,
             )
     gradient_sums, unit_losses, y_pred, num_units = result
-    gradients = optimizer._noised_average(gradient_sums, num_units, loss_scale)
+    rows = tf.shape(tf.nest.flatten(x_units)[0])[0]
+    # Microbatch padding: average over the units the real rows fill (batch / rows per unit),
+    # as Keras averages over the batch; the same as num_units when nothing was padded.
+    filled_units = tf.cast(num_units, tf.float32) * tf.cast(batch_size, tf.float32)
+    filled_units = filled_units / tf.cast(rows, tf.float32)
+    gradients = optimizer._noised_average(gradient_sums, filled_units, loss_scale)
     optimizer.apply_gradients(zip(gradients, trainable_weights, strict=True))
     optimizer._count_examples(batch_size)
 
     # Zero-weight padding dilutes the mean loss: report the mean over the real rows.
     mean_loss = tf.reduce_mean(unit_losses) / loss_scale
-    rows = tf.shape(tf.nest.flatten(x_units)[0])[0]
     real_rows = batch_size
     y_pred = tf.nest.map_structure(lambda tensor: tensor[:batch_size], y_pred)
     if optimizer.input_is_padded and sample_weight is not None:
