@@ -130,7 +130,7 @@ frame_call <- function(env) {
 # `replacement = "layer"`.
 python_hints_in_r <- function(message) {
   message <- gsub("`(\\w+) = pydp_r\\.", "`\\1 <- ", message)
-  message <- gsub("pydp_r\\.(data\\.)?(\\w+)\\(", "\\2(", message)
+  message <- gsub("pydp_r\\.(\\w+\\.)*(\\w+)\\(", "\\2(", message)
   message <- gsub("\\b(\\w+)='([^']*)'", "\\1 = \"\\2\"", message)
   message <- gsub("\\b(\\w+)=(True|False)\\b", "\\1 = \\U\\2", message, perl = TRUE)
   message

@@ -140,4 +140,6 @@ test_that("Python's fix hints read as R code", {
   )
   expect_identical(pydpr:::python_hints_in_r("use pydp_r.data.poisson_batches(data, 0.1)"),
                    "use poisson_batches(data, 0.1)")
+  expect_identical(pydpr:::python_hints_in_r("pydp_r.data.sampling.poisson_batches(d)"),
+                   "poisson_batches(d)")
 })
