@@ -44,6 +44,7 @@ def make_translated_class(
     old_arguments: tuple[OldArgument, ...],
     fixed_keras_arguments: dict[str, Any],
     doc: str,
+    module: str,
 ) -> type:
     """A subclass of `dp_base` whose constructor takes TF Privacy's older signature.
 
@@ -58,6 +59,7 @@ def make_translated_class(
         fixed_keras_arguments: Keras 3 arguments that make its update equal the old one
             (e.g. Adagrad's `epsilon=0`), used unless given explicitly.
         doc: The class docstring.
+        module: The module the class belongs to (its `__module__`).
 
     Returns:
         The class, registered for Keras serialization as `pydp_r.tensorflow_privacy>class_name`.
@@ -107,7 +109,7 @@ def make_translated_class(
     translated = type(
         class_name,
         (dp_base,),
-        {"__init__": __init__, "__doc__": doc, "__module__": dp_base.__module__},
+        {"__init__": __init__, "__doc__": doc, "__module__": module},
     )
     return keras.saving.register_keras_serializable(
         package="pydp_r.tensorflow_privacy", name=class_name

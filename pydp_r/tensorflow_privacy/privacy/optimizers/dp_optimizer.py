@@ -35,7 +35,7 @@ def _gaussian(v1_name: str) -> type:
         class_name, f"{v1_name}Optimizer", dp_base, ", unroll_microbatches=False"
     )
     return _translated.make_translated_class(
-        class_name, dp_base, ("unroll_microbatches",), old_arguments, fixed, doc
+        class_name, dp_base, ("unroll_microbatches",), old_arguments, fixed, doc, __name__
     )
 
 

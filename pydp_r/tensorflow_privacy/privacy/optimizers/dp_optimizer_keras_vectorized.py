@@ -36,6 +36,7 @@ def _vectorized(class_name: str, dp_base: type) -> type:
         _translated.keras_arguments_of(dp_base),
         {},
         doc,
+        __name__,
     )
 
 

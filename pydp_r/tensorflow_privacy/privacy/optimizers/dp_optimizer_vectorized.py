@@ -26,7 +26,9 @@ __all__ = [
 def _vectorized(class_name: str, v1_name: str) -> type:
     dp_base, old_arguments, fixed = _translated.V1_CLASSES[v1_name]
     doc = _translated.v1_doc(class_name, f"{v1_name}Optimizer", dp_base, "")
-    return _translated.make_translated_class(class_name, dp_base, (), old_arguments, fixed, doc)
+    return _translated.make_translated_class(
+        class_name, dp_base, (), old_arguments, fixed, doc, __name__
+    )
 
 
 VectorizedDPSGD = _vectorized("VectorizedDPSGD", "GradientDescent")
