@@ -196,3 +196,19 @@ def _reduce_per_replica(values: Any, strategy: Any, reduction: str) -> Any:
         return strategy.reduce("MEAN", value, axis=axis)
 
     return keras.tree.map_structure(mean, values)
+
+
+def direct_sublayers(layer: keras.layers.Layer) -> list[keras.layers.Layer]:
+    """The layers tracked directly inside `layer` (one level deep, `layer` excluded)."""
+    return list(layer._flatten_layers(include_self=False, recursive=False))
+
+
+def functional_model_class() -> type:
+    """Keras' `Functional`, the class `keras.Model(inputs=..., outputs=...)` builds.
+
+    A `keras.Model` subclass constructed from inputs and outputs must derive from it: otherwise
+    Keras rebases that subclass and its bases onto it at the first such construction, which
+    then breaks subclassed (non-functional) use of those bases. Used by
+    `pydp_r.tensorflow_privacy`'s `DPModel`.
+    """
+    return Functional

@@ -29,38 +29,9 @@ from pydp_r import _keras_seam, grad_norms
 from pydp_r._keras_seam import Functional
 from pydp_r.clipping import clip_factors, split_into_microbatches, split_units
 
-# Layers without trainable weights that compute each example's output from that example alone.
-_PER_EXAMPLE_LAYERS: tuple[type, ...] = tuple(
-    getattr(keras.layers, name)
-    for name in (
-        "InputLayer Activation ReLU LeakyReLU ELU Softmax Dropout SpatialDropout1D "
-        "SpatialDropout2D SpatialDropout3D GaussianNoise GaussianDropout AlphaDropout Flatten "
-        "Reshape Permute RepeatVector Cropping1D Cropping2D Cropping3D ZeroPadding1D "
-        "ZeroPadding2D ZeroPadding3D UpSampling1D UpSampling2D UpSampling3D MaxPooling1D "
-        "MaxPooling2D MaxPooling3D AveragePooling1D AveragePooling2D AveragePooling3D "
-        "GlobalMaxPooling1D GlobalMaxPooling2D GlobalMaxPooling3D GlobalAveragePooling1D "
-        "GlobalAveragePooling2D GlobalAveragePooling3D Concatenate Add Subtract Multiply Average "
-        "Maximum Minimum Dot Rescaling Identity UnitNormalization"
-    ).split()
-    if hasattr(keras.layers, name)
-)
 
-# Layers with trainable weights that are per-example but have no norm rule: their per-example
-# gradients are computed by vectorizing the layer alone over the batch. (EinsumDense is left
-# out: its equation may contract over the batch axis.)
-_PER_EXAMPLE_WEIGHTED_LAYERS: tuple[type, ...] = tuple(
-    getattr(keras.layers, name)
-    for name in (
-        "Dense Conv1D Conv2D Conv3D Conv1DTranspose Conv2DTranspose DepthwiseConv1D "
-        "DepthwiseConv2D SeparableConv1D SeparableConv2D Embedding "
-        "LayerNormalization GroupNormalization PReLU"
-    ).split()
-    if hasattr(keras.layers, name)
-)
-
-
-class NotSupported(Exception):
-    """The model needs the general per-example path (`pydp_r.clipping`)."""
+# The model needs the general per-example path (`pydp_r.clipping`); rules raise it too.
+NotSupported = grad_norms.registry.NotSupported
 
 
 def _operations(model: keras.Model) -> list[Any]:
@@ -73,26 +44,48 @@ def unsupported_reason(model: keras.Model) -> str | None:
     """Why `model` cannot use the fast path, or None when it can (checked before tracing).
 
     The fast path is exact only if no operation mixes examples, so every operation of the
-    model, nested models included, must be a layer known to be per-example: a functional
-    model's `keras.ops` calls (e.g. a mean over the batch axis) disqualify it.
+    model, nested models included, must be a layer the registry (`pydp_r.grad_norms`) knows to
+    be per-example: a functional model's `keras.ops` calls (e.g. a mean over the batch axis)
+    disqualify it.
     """
     if type(model) not in (keras.Sequential, Functional):
         return f"{type(model).__name__} is not a Sequential or functional model"
     for operation in _operations(model):
-        if type(operation) in (keras.Sequential, Functional):
-            reason = unsupported_reason(operation)
-            if reason is not None:
-                return reason
-            continue
-        if type(operation) in _PER_EXAMPLE_WEIGHTED_LAYERS:
-            continue
-        if type(operation) in _PER_EXAMPLE_LAYERS and not operation.trainable_weights:
-            continue
+        reason = _layer_unsupported_reason(operation)
+        if reason is not None:
+            return reason
+    return None
+
+
+def _layer_unsupported_reason(operation: Any) -> str | None:
+    if type(operation) in (keras.Sequential, Functional):
+        return unsupported_reason(operation)
+    kind = grad_norms.per_example_kind(operation)
+    if kind is None:
         return (
             f"operation '{operation.name}' ({type(operation).__name__}) is not known to be "
-            "per-example"
+            "per-example (see pydp_r.grad_norms.register_per_example)"
         )
+    if kind == grad_norms.SUBLAYERS:
+        for sublayer in _keras_seam.direct_sublayers(operation):
+            reason = _layer_unsupported_reason(sublayer)
+            if reason is not None:
+                return reason
     return None
+
+
+def _weighted_units(layer: keras.layers.Layer) -> Iterator[keras.layers.Layer]:
+    """The layers inside `layer` whose per-example gradients are taken one layer at a time:
+    nested models and `through_sublayers` layers are looked into, others taken whole."""
+    for sublayer in _keras_seam.direct_sublayers(layer):
+        if not sublayer.trainable_weights:
+            continue
+        if type(sublayer) in (keras.Sequential, Functional) or (
+            grad_norms.per_example_kind(sublayer) == grad_norms.SUBLAYERS
+        ):
+            yield from _weighted_units(sublayer)
+        else:
+            yield sublayer
 
 
 @dataclasses.dataclass
@@ -111,9 +104,9 @@ class _Record:
 def _recording(model: keras.Model, records: list[_Record]) -> Iterator[None]:
     """Temporarily route the calls of every layer with own trainable weights through a recorder."""
     hooked = []
-    for layer in _keras_seam.flatten_layers(model):
-        if type(layer) in (keras.Sequential, Functional) or not layer.trainable_weights:
-            continue
+    for layer in _weighted_units(model):
+        if any(layer is other for other in hooked):
+            continue  # reached twice (a nested model used twice): its second call raises
         rule = grad_norms.rule_for(layer)
         original_call = layer.call
 
@@ -124,9 +117,12 @@ def _recording(model: keras.Model, records: list[_Record]) -> Iterator[None]:
                 z, outputs, saved = _rule.forward(_layer, inputs)
                 records.append(_Record(_layer, _rule, z, saved, _call, {}))
                 return outputs
+            if args or any(isinstance(value, tf.Tensor) for value in tf.nest.flatten(kwargs)):
+                # Tensors besides `inputs` (masks, states) would need splitting per example too.
+                raise NotSupported(f"layer '{_layer.name}' has tensor inputs besides `inputs`")
             outputs = _call(inputs, *args, **kwargs)
-            if args or not isinstance(outputs, tf.Tensor):
-                raise NotSupported(f"layer '{_layer.name}' has extra inputs or several outputs")
+            if not isinstance(outputs, tf.Tensor):
+                raise NotSupported(f"layer '{_layer.name}' has several outputs")
             records.append(_Record(_layer, None, outputs, inputs, _call, kwargs))
             return outputs
 

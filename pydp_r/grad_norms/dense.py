@@ -16,7 +16,7 @@ class DenseRule:
         return (
             not getattr(layer, "lora_enabled", False)
             and getattr(layer, "quantization_mode", None) is None
-            and len(layer.trainable_weights) == 1 + int(layer.bias is not None)
+            and len(layer.trainable_weights) == 1 + int(getattr(layer, "bias", None) is not None)
         )
 
     def forward(

@@ -7,6 +7,10 @@ ways (mixed ghost clipping): the norm from Gram matrices without forming per-exa
 ("ghost norm"), or forming the per-example gradients, which are then also reused for the
 clipped sum instead of a second backward pass. Adding a layer type is adding one small module
 that registers a rule with `@register(LayerType)`.
+
+The registry is also the one source of truth for which layers the fast path accepts
+(`per_example_kind`): a layer type is eligible when it has a rule (and the rule finds the
+instance per-example) or was declared per-example with `register_per_example`.
 """
 
 from __future__ import annotations
@@ -16,6 +20,14 @@ from typing import Any, NamedTuple, Protocol
 
 import keras
 import tensorflow as tf
+
+
+class NotSupported(Exception):
+    """The model needs the general per-example path (`pydp_r.clipping`).
+
+    Raised by the fast path, or by a rule that finds at trace time that it cannot handle a
+    call; `pydp_r.fast_clipping.NotSupported` is this class.
+    """
 
 
 class UnitGradients(NamedTuple):
@@ -58,10 +70,24 @@ class LayerRule(Protocol):
 
 
 _RULES: dict[type, LayerRule] = {}
+# Layer type -> whether its weights are reached through its sublayers (see register_per_example).
+_PER_EXAMPLE: dict[type, bool] = {}
+
+# What `per_example_kind` answers.
+RULE = "rule"  # a rule computes its per-example norms from activations
+WHOLE = "whole"  # per-example gradients by vectorizing the layer alone over the batch
+SUBLAYERS = "sublayers"  # the layer's own computation has no weights; its sublayers are taken
+NOT_PER_EXAMPLE = None
 
 
 def register(*layer_types: type) -> Any:
-    """Class decorator registering a rule for exactly these layer types (not their subclasses)."""
+    """Class decorator registering a rule for exactly these layer types (not their subclasses).
+
+    A rule may define `is_per_example(layer) -> bool` for types whose instances are not all
+    per-example (an EinsumDense equation may contract over the batch axis); without it every
+    instance of a registered type is taken to compute each example's output from that example
+    alone.
+    """
 
     def decorate(rule_class: type) -> type:
         for layer_type in layer_types:
@@ -71,17 +97,66 @@ def register(*layer_types: type) -> Any:
     return decorate
 
 
-def rule_for(layer: keras.layers.Layer) -> LayerRule | None:
-    """The registered rule for `layer`'s exact type if it supports this instance, else None."""
+def register_per_example(*layer_types: type, through_sublayers: bool = False) -> None:
+    """Declare layer types (exactly these, not subclasses) per-example: fast-path eligible.
+
+    Declare a type only if every instance computes each example's outputs from that example's
+    inputs alone (no batch statistics, no mixing across the batch axis, which stays axis 0);
+    the fast path's clipping is exact only then. Such a layer with trainable weights and no
+    rule gets per-example gradients by vectorizing the layer alone over the batch.
+
+    Args:
+        *layer_types: Keras layer classes.
+        through_sublayers: True for a layer whose weights all belong to sublayers that are
+            themselves eligible and each called once on one tensor (e.g. MultiHeadAttention and
+            its EinsumDense projections): those sublayers are then handled one by one (by their
+            rules) instead of vectorizing the whole layer.
+
+    Raises:
+        ValueError: When an element of `layer_types` is not a `keras.layers.Layer` subclass.
+    """
+    for layer_type in layer_types:
+        if not (isinstance(layer_type, type) and issubclass(layer_type, keras.layers.Layer)):
+            raise ValueError(
+                "register_per_example takes keras.layers.Layer subclasses; received "
+                f"layer_types containing {layer_type!r}."
+            )
+        _PER_EXAMPLE[layer_type] = bool(through_sublayers)
+
+
+def per_example_kind(layer: Any) -> str | None:
+    """How the fast path treats `layer` (exact type), or None when it is not known per-example.
+
+    Returns `RULE` when a registered rule covers this instance, `SUBLAYERS` for a type declared
+    with `through_sublayers=True`, `WHOLE` for other eligible layers (declared per-example, or a
+    rule's type whose rule does not cover this configuration), None otherwise.
+    """
     rule = _RULES.get(type(layer))
-    if rule is not None and rule.supports(layer):
-        return rule
+    if rule is not None:
+        is_per_example = getattr(rule, "is_per_example", None)
+        if is_per_example is not None and not is_per_example(layer):
+            return NOT_PER_EXAMPLE
+        return RULE if rule.supports(layer) else WHOLE
+    if type(layer) in _PER_EXAMPLE:
+        return SUBLAYERS if _PER_EXAMPLE[type(layer)] else WHOLE
+    return NOT_PER_EXAMPLE
+
+
+def rule_for(layer: keras.layers.Layer) -> LayerRule | None:
+    """The registered rule for `layer`'s exact type if it covers this instance, else None."""
+    if per_example_kind(layer) == RULE:
+        return _RULES[type(layer)]
     return None
 
 
 def registered_types() -> tuple[type, ...]:
     """Layer types that have a rule."""
     return tuple(_RULES)
+
+
+def per_example_types() -> tuple[type, ...]:
+    """Layer types declared per-example with `register_per_example` (rules' types not included)."""
+    return tuple(_PER_EXAMPLE)
 
 
 def per_unit(tensor: tf.Tensor, num_units: Any) -> tf.Tensor:

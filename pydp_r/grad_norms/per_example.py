@@ -1,0 +1,39 @@
+"""Keras layers declared per-example without a rule of their own.
+
+Each computes every example's output from that example's inputs alone, with the batch on axis
+0. Layers with weights among them get per-example gradients by vectorizing the layer alone
+over the batch, unless `through_sublayers` hands their weights to their sublayers' rules.
+"""
+
+from __future__ import annotations
+
+import keras
+
+from pydp_r.grad_norms.registry import register_per_example
+
+
+def _layer_types(names: str) -> list[type]:
+    return [getattr(keras.layers, name) for name in names.split() if hasattr(keras.layers, name)]
+
+
+register_per_example(
+    *_layer_types(
+        # Without weights.
+        "InputLayer Activation ReLU LeakyReLU ELU Softmax Dropout SpatialDropout1D "
+        "SpatialDropout2D SpatialDropout3D GaussianNoise GaussianDropout AlphaDropout Flatten "
+        "Reshape Permute RepeatVector Cropping1D Cropping2D Cropping3D ZeroPadding1D "
+        "ZeroPadding2D ZeroPadding3D UpSampling1D UpSampling2D UpSampling3D MaxPooling1D "
+        "MaxPooling2D MaxPooling3D AveragePooling1D AveragePooling2D AveragePooling3D "
+        "GlobalMaxPooling1D GlobalMaxPooling2D GlobalMaxPooling3D GlobalAveragePooling1D "
+        "GlobalAveragePooling2D GlobalAveragePooling3D Concatenate Add Subtract Multiply Average "
+        "Maximum Minimum Dot Rescaling Identity UnitNormalization Masking "
+        # With weights but no rule: vectorized over the batch, layer by layer.
+        "Conv1DTranspose Conv2DTranspose Conv3DTranspose GroupNormalization PReLU SimpleRNN GRU LSTM "
+        "Bidirectional RMSNormalization"
+    )
+)
+
+# Attention mixes positions within an example only; the projections are EinsumDense layers.
+register_per_example(
+    *_layer_types("MultiHeadAttention GroupQueryAttention"), through_sublayers=True
+)

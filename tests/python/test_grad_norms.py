@@ -1,0 +1,350 @@
+"""Every per-layer rule (and every layer the registry declares per-example) on one harness.
+
+For each case the fast path's per-unit squared gradient norms and clipped gradient sums must
+equal the general path's (`pydp_r.clipping`, which forms each unit's gradient on that unit
+alone), with the clip bound binding for some units, in five variants: one unit per example,
+microbatches, sample weights, a batch size unknown at trace time, and XLA (jit_compile=True).
+"""
+
+from unittest import mock
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from pydp_r import clipping, fast_clipping, grad_norms
+from pydp_r.grad_norms import embedding, registry
+
+VARIANTS = ("examples", "microbatches", "sample_weights", "unknown_batch", "jit")
+BATCH = 8
+
+
+def _spied_fast_path(model, loss, clip, num_microbatches):
+    """The fast path as a function of `(x, targets)` that also returns the per-unit norms."""
+
+    def run(x, targets):
+        captured = []
+        original = clipping.clip_factors
+
+        def clip_factors(squared_norms, l2_norm_clip):
+            captured.append(squared_norms)
+            return original(squared_norms, l2_norm_clip)
+
+        with mock.patch.object(fast_clipping, "clip_factors", clip_factors):
+            sums, unit_losses, _, _ = fast_clipping.clipped_gradient_sum(
+                model, loss, x, targets, clip, num_microbatches
+            )
+        return sums, unit_losses, captured[-1]
+
+    return run
+
+
+def _general_path(model, loss, x, targets, clip, num_microbatches):
+    """The definition: each unit's gradient of its loss computed on that unit alone, clipped
+    (`pydp_r.clipping.clip_factors`) and summed.
+
+    What `pydp_r.clipping.clipped_gradient_sum` computes vectorized; here a Python loop over
+    units, because TensorFlow 2.21's vectorization (pfor) of some einsums, e.g. those inside
+    MultiHeadAttention, corrupts the heap and aborts the process.
+    """
+    num_units = num_microbatches or int(x.shape[0])
+    unit_size = int(x.shape[0]) // num_units
+    unit_grads, unit_losses = [], []
+    for unit in range(num_units):
+        rows = slice(unit * unit_size, (unit + 1) * unit_size)
+        with tf.GradientTape() as tape:
+            predictions = model(x[rows], training=True)
+            unit_loss = loss({k: v[rows] for k, v in targets.items()}, predictions)
+        unit_grads.append(
+            tape.gradient(unit_loss, model.trainable_weights, unconnected_gradients="zero")
+        )
+        unit_losses.append(float(unit_loss))
+    squared_norms = tf.constant(
+        [sum(float(tf.reduce_sum(tf.square(g))) for g in grads) for grads in unit_grads],
+        tf.float32,
+    )
+    factors = clipping.clip_factors(squared_norms, clip).numpy()
+    sums = [
+        sum(factor * grads[i] for factor, grads in zip(factors, unit_grads, strict=True))
+        for i in range(len(model.trainable_weights))
+    ]
+    return sums, tf.constant(unit_losses), squared_norms
+
+
+def assert_rule_matches_general_path(model, x, y, variant, clip=None):
+    """The harness: fast and general paths agree on norms and clipped sums; clipping binds."""
+    assert variant in VARIANTS
+    assert fast_clipping.unsupported_reason(model) is None
+    model.compile(loss="mse")
+    targets = {"y": tf.constant(y)}
+    if variant == "sample_weights":
+        targets["sample_weight"] = tf.constant(np.linspace(0.0, 2.0, len(y)), tf.float32)
+    num_microbatches = 4 if variant == "microbatches" else None
+
+    def loss(unit_targets, predictions):
+        return model._compute_loss(
+            y=unit_targets["y"],
+            y_pred=predictions,
+            sample_weight=unit_targets.get("sample_weight"),
+        )
+
+    x = tf.constant(x)
+    if clip is None:
+        # Between the smallest and largest norm: some units are clipped, others are not.
+        _, _, norms = _general_path(model, loss, x, targets, 1.0, num_microbatches)
+        clip = float(np.sqrt(np.median(norms.numpy())))
+    fast = _spied_fast_path(model, loss, clip, num_microbatches)
+    if variant == "unknown_batch":
+        signature = [
+            tf.TensorSpec((None, *x.shape[1:]), x.dtype),
+            {k: tf.TensorSpec((None, *v.shape[1:]), v.dtype) for k, v in targets.items()},
+        ]
+        fast = tf.function(fast, input_signature=signature)
+    elif variant == "jit":
+        fast = tf.function(fast, jit_compile=True)
+    got_sums, got_losses, got_norms = fast(x, targets)
+    want_sums, want_losses, want_norms = _general_path(
+        model, loss, x, targets, clip, num_microbatches
+    )
+    want_norms = want_norms.numpy()
+    assert np.any(want_norms > clip**2), "the bound must bind, or clipping is not tested"
+    np.testing.assert_allclose(got_norms.numpy(), want_norms, rtol=2e-4, atol=1e-6)
+    np.testing.assert_allclose(got_losses.numpy(), want_losses.numpy(), rtol=1e-4, atol=1e-6)
+    for variable, got, want in zip(model.trainable_weights, got_sums, want_sums, strict=True):
+        scale = max(1.0, float(np.abs(want.numpy()).max()))
+        np.testing.assert_allclose(
+            got.numpy(), want.numpy(), atol=3e-5 * scale, err_msg=variable.path
+        )
+
+
+def _targets(seed=0):
+    rng = np.random.default_rng(seed)
+    # Spread over two orders of magnitude, so some examples are clipped and others not.
+    return (rng.normal(size=(BATCH, 1)) * np.geomspace(0.01, 30, BATCH)[:, None]).astype("float32")
+
+
+def _sequential(input_shape, *layers, dtype="float32"):
+    keras.utils.set_random_seed(0)
+    return keras.Sequential([keras.Input(input_shape, dtype=dtype), *layers])
+
+
+def _head(*layers):
+    return [*layers, keras.layers.Flatten(), keras.layers.Dense(1)]
+
+
+class _Scale(keras.layers.Layer):
+    """A user's own per-example layer with a weight (multiplies by a learned vector)."""
+
+    def build(self, input_shape):
+        self.scale = self.add_weight(shape=(input_shape[-1],), initializer="ones")
+
+    def call(self, inputs):
+        return inputs * self.scale
+
+
+grad_norms.register_per_example(_Scale)
+
+
+def _attention_model(input_shape, **attention_kwargs):
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input(input_shape)
+    attended = keras.layers.MultiHeadAttention(**attention_kwargs)(inputs, inputs)
+    hidden = keras.layers.LayerNormalization()(keras.layers.Add()([attended, inputs]))
+    return keras.Model(inputs, keras.layers.Dense(1)(keras.layers.Flatten()(hidden)))
+
+
+def _cases():
+    """name -> (model builder, input shape, input dtype, integer input range or None)."""
+    seq = (6, 5)
+    image = (7, 6, 3)
+    L = keras.layers
+    return {
+        "dense": (lambda: _sequential(seq, *_head(L.Dense(7, activation="tanh"))), seq, None),
+        "einsum_ellipsis": (
+            lambda: _sequential(seq, *_head(L.EinsumDense("...b,bc->...c", 4, bias_axes="c"))),
+            seq,
+            None,
+        ),
+        "einsum_heads": (
+            lambda: _sequential(
+                seq,
+                *_head(
+                    L.EinsumDense("abc,cde->abde", (6, 2, 3), bias_axes="de"),
+                    L.EinsumDense("abde,dec->abc", (6, 4), bias_axes="c", activation="relu"),
+                ),
+            ),
+            seq,
+            None,
+        ),
+        "einsum_position_bias": (
+            # Bias over positions and one feature axis: bias shape (6, 1, 3).
+            lambda: _sequential(
+                seq, *_head(L.EinsumDense("abc,cde->abde", (6, 2, 3), bias_axes="be"))
+            ),
+            seq,
+            None,
+        ),
+        "multi_head_attention": (
+            lambda: _attention_model(seq, num_heads=2, key_dim=3),
+            seq,
+            None,
+        ),
+        "embedding_pairwise": (
+            lambda: _sequential((3,), *_head(L.Embedding(5, 4)), dtype="int32"),
+            (3,),
+            5,
+        ),
+        "embedding_sorted": (
+            lambda: _sequential(
+                (40,), L.Embedding(9, 4), L.GlobalAveragePooling1D(), L.Dense(1), dtype="int32"
+            ),
+            (40,),
+            9,
+        ),
+        "conv1d": (lambda: _sequential(seq, *_head(L.Conv1D(4, 3, padding="causal"))), seq, None),
+        "conv2d": (lambda: _sequential(image, *_head(L.Conv2D(4, 3, strides=2))), image, None),
+        "conv3d": (lambda: _sequential((4, 4, 4, 2), *_head(L.Conv3D(3, 2))), (4, 4, 4, 2), None),
+        "conv2d_transpose": (
+            lambda: _sequential(image, *_head(L.Conv2DTranspose(2, 3, strides=2))),
+            image,
+            None,
+        ),
+        "depthwise_conv2d": (
+            lambda: _sequential(image, *_head(L.DepthwiseConv2D(3, depth_multiplier=2))),
+            image,
+            None,
+        ),
+        "separable_conv2d": (
+            lambda: _sequential(image, *_head(L.SeparableConv2D(4, 3, padding="same"))),
+            image,
+            None,
+        ),
+        "separable_conv1d": (lambda: _sequential(seq, *_head(L.SeparableConv1D(3, 2))), seq, None),
+        "layer_norm": (
+            lambda: _sequential(seq, *_head(L.Dense(4), L.LayerNormalization())),
+            seq,
+            None,
+        ),
+        "group_norm": (
+            lambda: _sequential(seq, *_head(L.Dense(4), L.GroupNormalization(2))),
+            seq,
+            None,
+        ),
+        "prelu_and_own_layer": (lambda: _sequential(seq, *_head(L.PReLU(), _Scale())), seq, None),
+        "simple_rnn": (lambda: _sequential(seq, *_head(L.SimpleRNN(3))), seq, None),
+        "gru": (lambda: _sequential(seq, *_head(L.GRU(3, return_sequences=True))), seq, None),
+        "lstm_bidirectional": (
+            lambda: _sequential(seq, *_head(L.Bidirectional(L.LSTM(2)))),
+            seq,
+            None,
+        ),
+    }
+
+
+CASES = _cases()
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_rule_matches_the_general_path(case, variant):
+    build, input_shape, vocabulary = CASES[case]
+    rng = np.random.default_rng(len(case))
+    if vocabulary is None:
+        x = rng.normal(size=(BATCH, *input_shape)).astype("float32")
+    else:
+        x = rng.integers(0, vocabulary, size=(BATCH, *input_shape)).astype("int32")
+    model = build()
+    assert_rule_matches_general_path(model, x, _targets(len(case)), variant)
+
+
+def test_the_registry_alone_decides_eligibility():
+    class Doubling(keras.layers.Layer):
+        def call(self, inputs):
+            return inputs * 2.0
+
+    model = _sequential((3,), Doubling(), keras.layers.Dense(1))
+    assert "Doubling" in fast_clipping.unsupported_reason(model)
+    with mock.patch.dict(registry._PER_EXAMPLE):
+        grad_norms.register_per_example(Doubling)
+        assert fast_clipping.unsupported_reason(model) is None
+    assert "Doubling" in fast_clipping.unsupported_reason(model)
+    # A registered rule's type is eligible too; MultiHeadAttention through its sublayers.
+    assert grad_norms.per_example_kind(keras.layers.Dense(2)) == grad_norms.RULE
+    attention = _attention_model((4, 3), num_heads=1, key_dim=2)
+    assert fast_clipping.unsupported_reason(attention) is None
+
+
+def test_register_per_example_rejects_what_is_not_a_layer_type():
+    with pytest.raises(ValueError, match="layer_types"):
+        grad_norms.register_per_example(keras.layers.Dense(2))
+
+
+def test_a_users_rule_is_used_and_must_be_right(monkeypatch):
+    # A rule registered for a user's layer is what the fast path calls; a wrong rule would
+    # show here as different norms, so the harness tests rules, not just eligibility.
+    class Affine(keras.layers.Layer):
+        def build(self, input_shape):
+            self.kernel = self.add_weight(shape=(input_shape[-1], 2))
+
+        def call(self, inputs):
+            return inputs @ self.kernel
+
+    calls = []
+
+    class AffineRule:
+        def supports(self, layer):
+            return True
+
+        def forward(self, layer, inputs):
+            z = inputs @ layer.kernel
+            return z, z, inputs
+
+        def unit_gradients(self, layer, saved, z_grad, num_units):
+            calls.append(layer.name)
+            return registry.affine_unit_gradients(saved, z_grad, num_units, layer.kernel, None)
+
+    monkeypatch.setattr(registry, "_RULES", dict(registry._RULES))
+    grad_norms.register(Affine)(AffineRule)
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(BATCH, 5)).astype("float32")
+    model = _sequential((5,), Affine(), keras.layers.Dense(1))
+    assert grad_norms.per_example_kind(model.layers[0]) == grad_norms.RULE
+    assert_rule_matches_general_path(model, x, _targets(), "examples")
+    assert calls
+
+
+@pytest.mark.parametrize(
+    ("equation", "per_example"),
+    [("ab,bc->ac", True), ("...b,bc->...c", True), ("abc,cde->abde", True), ("ab,abc->ac", False)],
+)
+def test_einsum_equations_are_per_example_only_with_the_batch_kept_out_of_the_kernel(
+    equation, per_example
+):
+    input_shape = (5, 3) if equation.startswith("abc") else (3,)
+    output_shape = {"ab,bc->ac": (2,), "...b,bc->...c": (2,), "abc,cde->abde": (5, 2, 2)}
+    layer = keras.layers.EinsumDense(equation, output_shape.get(equation, (2,)))
+    keras.Sequential([keras.Input(input_shape, batch_size=4), layer])
+    assert (grad_norms.per_example_kind(layer) is not None) == per_example
+
+
+@pytest.mark.parametrize(
+    ("positions", "dim", "pairwise"),
+    [(2, 8, True), (40, 4, False), (200, 64, False), (None, 8, False)],
+)
+def test_embedding_cost_model(positions, dim, pairwise):
+    assert embedding.pairwise_is_cheaper(positions, dim) == pairwise
+
+
+@pytest.mark.parametrize("positions", [3, 50])
+def test_embedding_branches_give_the_same_norms(positions):
+    rng = np.random.default_rng(positions)
+    indices = tf.constant(rng.integers(0, 6, size=(5, positions)), tf.int64)
+    grads = tf.constant(rng.normal(size=(5, positions, 3)), tf.float32)
+    want = np.zeros((5, 6, 3))
+    for unit in range(5):
+        for t in range(positions):
+            want[unit, indices[unit, t]] += grads[unit, t]
+    want_norms = np.sum(want**2, axis=(1, 2))
+    for squared_norms in (embedding._pairwise_squared_norms, embedding._sorted_squared_norms):
+        np.testing.assert_allclose(squared_norms(indices, grads).numpy(), want_norms, rtol=1e-5)
