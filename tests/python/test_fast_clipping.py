@@ -146,19 +146,45 @@ def formed_gradients(monkeypatch):
 
 
 def test_conv1d_with_ghost_norms_and_formed_gradients(monkeypatch):
-    # First conv: 10 positions x (3*30 + 32) < (3*30) x 32, the ghost norm is cheaper;
-    # second conv: 8 positions x (3*32 + 2) > (3*32) x 2, forming the gradients is.
-    x, y = sequence_data(features=30)
+    # First conv: 2 positions, patches of 3 * 64 and 256 filters: ghost norms are cheaper even
+    # counting the unfolding; second conv: 1 position x 2 filters: forming the gradients is.
+    from pydp_r.grad_norms import conv
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(8, 4, 64)).astype("float32")
+    y = (rng.normal(size=(8, 1)) * np.linspace(0.1, 20, 8)[:, None]).astype("float32")
     model = sequential(
-        keras.layers.Conv1D(32, 3, activation="relu"),
-        keras.layers.Conv1D(2, 3),
+        keras.layers.Conv1D(256, 3, activation="relu"),
+        keras.layers.Conv1D(2, 2),
         keras.layers.Flatten(),
         keras.layers.Dense(1),
-        input_shape=(12, 30),
+        input_shape=(4, 64),
     )
-    formed = formed_gradients(monkeypatch)
+    chosen = []
+    original = conv.ghost_is_cheaper
+
+    def spy(*args):
+        chosen.append(original(*args))
+        return chosen[-1]
+
+    monkeypatch.setattr(conv, "ghost_is_cheaper", spy)
     assert_same_clipped_sums(model, x, y, clip=0.5)
-    assert formed == [False, True, False]  # the Dense on vectors needs neither
+    assert chosen == [True, False]
+
+
+@pytest.mark.parametrize(
+    ("positions", "kernel_positions", "in_channels", "out_channels", "ghost"),
+    [
+        (2, 3, 64, 256, True),
+        (1024, 9, 32, 32, False),
+        (196, 64, 1, 16, False),
+        (None, 9, 8, 8, False),
+    ],
+)
+def test_conv_cost_model(positions, kernel_positions, in_channels, out_channels, ghost):
+    from pydp_r.grad_norms import conv
+
+    assert conv.ghost_is_cheaper(positions, kernel_positions, in_channels, out_channels) == ghost
 
 
 def test_ghost_norms_are_chosen_when_the_batch_size_is_unknown_at_trace_time(monkeypatch):
@@ -298,8 +324,11 @@ def test_models_the_fast_path_cannot_prove_per_example_are_sent_to_the_general_p
     assert "Mean" in fast_clipping.unsupported_reason(ops_model)
     nested = keras.Sequential([keras.Input((3,)), ops_model])
     assert "Mean" in fast_clipping.unsupported_reason(nested)
-    # An einsum equation may contract over the batch axis, so it is not trusted either.
-    einsum_model = sequential(keras.layers.EinsumDense("ab,bc->ac", (2,)), input_shape=(3,))
+    # An einsum equation may give each example its own weights (batch in the kernel).
+    keras.utils.set_random_seed(0)
+    einsum_model = keras.Sequential(
+        [keras.Input((3,), batch_size=4), keras.layers.EinsumDense("ab,abc->ac", (2,))]
+    )
     assert "EinsumDense" in fast_clipping.unsupported_reason(einsum_model)
 
 
