@@ -20,12 +20,33 @@ export PYDPR_REQUIRE_PYTHON := true
 export PYDPR_REQUIRE_R := true
 export R_LIBS := $(RLIB)
 
-.PHONY: demo test lint pytest rcheck r-install
+.PHONY: demo test test-fast test-lowest lint pytest rcheck r-install
 
 demo: $(VENV)/.demo-installed
 	$(PY) -m pydp_r.demo
 
-test: lint pytest rcheck
+test: lint pytest rcheck test-lowest
+
+# The daily tier: everything not marked slow (statistical, audit, subprocess, R), about a minute.
+test-fast: $(VENV)/.test-installed
+	$(PY) -m pytest -m "not slow" -q
+
+# The core suites again on the lowest supported TensorFlow/Keras pair (pyproject's floor).
+LOWEST_VENV := .venv-lowest
+LOWEST_PINS := "tensorflow==2.16.2" "keras==3.11.3" "dp-accounting==0.4.4" "numpy<2" scipy pandas
+CORE_TESTS := tests/python/test_keras_contract.py tests/python/test_optimizers.py \
+	tests/python/test_callbacks.py tests/python/test_sampling.py tests/python/test_clipping.py \
+	tests/python/test_fast_clipping.py tests/python/test_accounting.py
+
+test-lowest: $(LOWEST_VENV)/.installed
+	$(LOWEST_VENV)/bin/python -m pytest -m "not slow" -q -p no:cacheprovider $(CORE_TESTS)
+
+$(LOWEST_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(LOWEST_VENV)
+	$(LOWEST_VENV)/bin/python -m pip install -q --upgrade pip
+	$(LOWEST_VENV)/bin/python -m pip install -q $(LOWEST_PINS) pytest hypothesis
+	$(LOWEST_VENV)/bin/python -m pip install -q --no-deps -e .
+	touch $@
 
 lint: $(VENV)/.test-installed
 	$(VENV)/bin/ruff check .

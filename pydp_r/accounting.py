@@ -37,9 +37,9 @@ MAX_NOISE_MULTIPLIER = 1e4
 # time and memory grow without bound).
 MAX_STEPS = 10**7
 
-# privacy_statement leaves out the PLD figure above this many steps: the PLD accountant takes
-# minutes there (its loss distribution widens with every composition).
-_MAX_PLD_STATEMENT_STEPS = 1_000
+# privacy_statement leaves out the PLD figure when the RDP one is above this: no guarantee is
+# left there, and the PLD accountant takes minutes (its loss distribution keeps widening).
+_MAX_PLD_STATEMENT_EPSILON = 100.0
 
 # compute_noise_multiplier stops bisecting when upper / lower <= 1 + this.
 _NOISE_RELATIVE_PRECISION = 1e-4
@@ -374,8 +374,10 @@ def _user_epsilon(
 def _statement_epsilon(
     accountant: str, noise_multiplier: float, sampling_rate: float | None, steps: int, delta: float
 ) -> float | str:
-    """A cell of the statement's table: the epsilon, or "n/a" for PLD past its step limit."""
-    if accountant == "pld" and steps > _MAX_PLD_STATEMENT_STEPS:
+    """A cell of the statement's table: the epsilon, or "n/a" for PLD where RDP says > 100."""
+    if accountant == "pld" and (
+        _epsilon("rdp", noise_multiplier, sampling_rate, steps, delta) > _MAX_PLD_STATEMENT_EPSILON
+    ):
         return "n/a"
     return _epsilon(accountant, noise_multiplier, sampling_rate, steps, delta)
 

@@ -17,6 +17,7 @@ Bad values print the reason to stderr and exit with status 2.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Callable, Sequence
 
@@ -318,6 +319,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         0 on success; 2 when the arguments are malformed or a value is out of range (the
         reason is printed to stderr, without a traceback).
     """
+    # dp-accounting's RDP accountant logs each order it drops; the figures already account
+    # for that, so a terminal user does not need the lines.
+    logging.getLogger("absl").setLevel(logging.ERROR)
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

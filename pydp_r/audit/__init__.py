@@ -8,35 +8,37 @@
 - `run_audit_report`: all of it as text (`pydp-r audit`, `python -m pydp_r.audit`).
 """
 
-from pydp_r.audit.bounds import (
-    ThresholdAudit,
-    accountant_epsilon_one_step,
-    clopper_pearson_interval,
-    epsilon_from_error_rates,
-    epsilon_lower_bound,
-    gaussian_delta,
-    gaussian_epsilon,
-    gaussian_false_negative_rate,
-    gaussian_mu_from_error_rates,
-)
-from pydp_r.audit.canary import (
-    ExposureRun,
-    canary_exposure_experiment,
-    exposure,
-    exposure_from_rank,
-    make_canary_corpus,
-    secret_log_perplexities,
-)
-from pydp_r.audit.membership import (
-    MembershipInference,
-    MembershipRun,
-    membership_inference,
-    membership_inference_experiment,
-    per_example_losses,
-    roc_auc,
-)
-from pydp_r.audit.report import run_audit_report
-from pydp_r.audit.step import StepAudit, audit_optimizer_step
+import importlib
+from typing import Any
+
+# Public name -> module; imported on first use (PEP 562), so `pydp-r --help` and the audit's
+# argument parsing do not load TensorFlow.
+_LAZY_NAMES = {
+    "ThresholdAudit": "pydp_r.audit.bounds",
+    "accountant_epsilon_one_step": "pydp_r.audit.bounds",
+    "clopper_pearson_interval": "pydp_r.audit.bounds",
+    "epsilon_from_error_rates": "pydp_r.audit.bounds",
+    "epsilon_lower_bound": "pydp_r.audit.bounds",
+    "gaussian_delta": "pydp_r.audit.bounds",
+    "gaussian_epsilon": "pydp_r.audit.bounds",
+    "gaussian_false_negative_rate": "pydp_r.audit.bounds",
+    "gaussian_mu_from_error_rates": "pydp_r.audit.bounds",
+    "ExposureRun": "pydp_r.audit.canary",
+    "canary_exposure_experiment": "pydp_r.audit.canary",
+    "exposure": "pydp_r.audit.canary",
+    "exposure_from_rank": "pydp_r.audit.canary",
+    "make_canary_corpus": "pydp_r.audit.canary",
+    "secret_log_perplexities": "pydp_r.audit.canary",
+    "MembershipInference": "pydp_r.audit.membership",
+    "MembershipRun": "pydp_r.audit.membership",
+    "membership_inference": "pydp_r.audit.membership",
+    "membership_inference_experiment": "pydp_r.audit.membership",
+    "per_example_losses": "pydp_r.audit.membership",
+    "roc_auc": "pydp_r.audit.membership",
+    "run_audit_report": "pydp_r.audit.report",
+    "StepAudit": "pydp_r.audit.step",
+    "audit_optimizer_step": "pydp_r.audit.step",
+}
 
 __all__ = [
     "ExposureRun",
@@ -64,3 +66,11 @@ __all__ = [
     "run_audit_report",
     "secret_log_perplexities",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY_NAMES:
+        raise AttributeError(f"module 'pydp_r.audit' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY_NAMES[name]), name)
+    globals()[name] = value
+    return value

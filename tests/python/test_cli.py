@@ -51,7 +51,7 @@ def test_statement_prints_privacy_statement(capsys):
     [
         (["epsilon", *MNIST[:2], "--batch-size", "70000", *MNIST[4:], "--noise-multiplier", "1"],
          "batch_size must be an integer in [1, n] = [1, 60000]; received 70000"),
-        (["epsilon", *MNIST, "--noise-multiplier", "-1"], "noise_multiplier must be a finite"),
+        (["epsilon", *MNIST, "--noise-multiplier", "-1"], "noise_multiplier must be a number in"),
         (["noise", *MNIST, "--target-epsilon", "0"], "target_epsilon must be a finite number > 0"),
         (["epsilon", *MNIST[:-1], "2", "--noise-multiplier", "1"], "delta must be a number in"),
         (["noise", "--n", "10", "--batch-size", "10", "--epochs", "100", "--delta", "1e-5",
@@ -191,3 +191,18 @@ def test_compute_dp_sgd_privacy_subcommand_rejects_bad_values(capsys):
         capsys, "compute_dp_sgd_privacy", *TF_PRIVACY_FLAGS, "--used_microbatching=x"
     )
     assert status == 2
+
+
+def test_the_command_line_does_not_load_tensorflow():
+    # `pydp-r epsilon` must stay as quick as dp-accounting itself (the seam issue).
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, pydp_r.cli; pydp_r.cli.main(['epsilon', '--n', '60000', '--batch-size',"
+        " '256', '--noise-multiplier', '1.1', '--epochs', '60', '--delta', '1e-5']);"
+        " assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""

@@ -310,12 +310,14 @@ def test_compute_dp_gradients_in_a_custom_loop_matches_the_reference():
     assert not np.allclose(model.trainable_variables[0].numpy(), before[0])
 
 
-def test_batch_size_not_divisible_by_microbatches_is_an_error():
+def test_batch_not_divisible_by_microbatches_is_padded_not_refused():
+    # A partial last batch (6 of 4 microbatches) is padded with zero-weight rows to 8.
     x, y = regression_data(n=6)
     model = conv_model()
     model.compile(optimizer=pydp_r.DPSGD(1.0, 1.0, num_microbatches=4), loss="mse")
-    with pytest.raises(Exception, match="num_microbatches"):
-        model.fit(x, y, batch_size=6, epochs=1, verbose=0)
+    history = model.fit(x, y, batch_size=6, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    assert int(model.optimizer.iterations) == 1
 
 
 def test_zero_noise_warns_that_there_is_no_privacy():
