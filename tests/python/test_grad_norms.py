@@ -56,9 +56,8 @@ def _general_path(model, loss, x, targets, clip, num_microbatches):
         with tf.GradientTape() as tape:
             predictions = model(x[rows], training=True)
             unit_loss = loss({k: v[rows] for k, v in targets.items()}, predictions)
-        unit_grads.append(
-            tape.gradient(unit_loss, model.trainable_weights, unconnected_gradients="zero")
-        )
+        grads = tape.gradient(unit_loss, model.trainable_weights, unconnected_gradients="zero")
+        unit_grads.append([tf.convert_to_tensor(g) for g in grads])  # Embedding: IndexedSlices
         unit_losses.append(float(unit_loss))
     squared_norms = tf.constant(
         [sum(float(tf.reduce_sum(tf.square(g))) for g in grads) for grads in unit_grads],
@@ -243,11 +242,17 @@ def _cases():
 
 
 CASES = _cases()
+RECURRENT_CASES = {"simple_rnn", "gru", "lstm_bidirectional"}
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_rule_matches_the_general_path(case, variant):
+    if variant == "jit" and case in RECURRENT_CASES:
+        pytest.xfail(
+            "XLA cannot compile a vectorized Keras RNN loop (an If inside a While), on the "
+            "fast and the general path alike"
+        )
     build, input_shape, vocabulary = CASES[case]
     rng = np.random.default_rng(len(case))
     if vocabulary is None:
@@ -270,7 +275,9 @@ def test_the_registry_alone_decides_eligibility():
         assert fast_clipping.unsupported_reason(model) is None
     assert "Doubling" in fast_clipping.unsupported_reason(model)
     # A registered rule's type is eligible too; MultiHeadAttention through its sublayers.
-    assert grad_norms.per_example_kind(keras.layers.Dense(2)) == grad_norms.RULE
+    dense = keras.layers.Dense(2)
+    dense.build((None, 3))
+    assert grad_norms.per_example_kind(dense) == grad_norms.RULE
     attention = _attention_model((4, 3), num_heads=1, key_dim=2)
     assert fast_clipping.unsupported_reason(attention) is None
 

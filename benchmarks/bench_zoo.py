@@ -1,0 +1,206 @@
+"""DP-Adam step time and peak memory relative to plain Adam across model families, two sizes each.
+
+The method is `bench_dp_step.py`'s: in one process the same model is compiled with plain Adam
+and with DP-Adam, both are warmed up (tracing excluded), then `fit()` epochs of `--steps`
+batches alternate for `--repeats` rounds; the ratio is the median over rounds of DP time /
+plain time of the same round. First trace: seconds of the DP model's first one-step `fit()`
+(tracing included). Peak memory: each configuration in its own process (peak resident set
+size of a short run). Which path DP took (fast or general) is reported as well.
+
+    python benchmarks/bench_zoo.py                       # every model
+    python benchmarks/bench_zoo.py --models lstm_small   # some
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+# name -> (family, batch size, input shape, vocabulary for integer inputs or None, classes)
+ZOO = {
+    "cifar_conv_small": ("conv", 64, (24, 24, 3), None, 10),
+    "cifar_conv": ("conv", 128, (32, 32, 3), None, 10),
+    "text_small": ("embedding", 128, (120,), 5000, 2),
+    "text": ("embedding", 256, (200,), 10000, 2),
+    "transformer_small": ("transformer", 32, (32,), 2000, 4),
+    "transformer": ("transformer", 64, (64,), 4000, 4),
+    "separable_small": ("separable", 32, (24, 24, 3), None, 10),
+    "separable": ("separable", 64, (32, 32, 3), None, 10),
+    "lstm_small": ("lstm", 32, (30, 8), None, 1),
+    "gru": ("gru", 64, (60, 16), None, 1),
+}
+
+
+def _build(name: str):
+    import keras
+
+    family, _, input_shape, vocabulary, classes = ZOO[name]
+    large = not name.endswith("_small")
+    inputs = keras.Input(input_shape, dtype="int32" if vocabulary else "float32")
+    layers = keras.layers
+    if family == "conv":
+        widths = (32, 32, 64, 64) if large else (16, 16, 32, 32)
+        x = inputs
+        for index, width in enumerate(widths):
+            x = layers.Conv2D(width, 3, padding="same", activation="relu")(x)
+            if index % 2 == 1:
+                x = layers.MaxPooling2D(2)(x)
+        x = layers.Dense(128, activation="relu")(layers.Flatten()(x))
+    elif family == "embedding":
+        x = layers.Embedding(vocabulary, 64 if large else 32)(inputs)
+        x = layers.Dense(64, activation="relu")(layers.GlobalAveragePooling1D()(x))
+    elif family == "transformer":
+        width = 64 if large else 32
+        x = layers.Embedding(vocabulary, width)(inputs)
+        attended = layers.MultiHeadAttention(4, width // 4)(x, x)
+        x = layers.LayerNormalization()(layers.Add()([x, attended]))
+        hidden = layers.Dense(width * 2, activation="relu")(x)
+        x = layers.LayerNormalization()(layers.Add()([x, layers.Dense(width)(hidden)]))
+        x = layers.GlobalAveragePooling1D()(x)
+    elif family == "separable":
+        x = layers.Conv2D(16, 3, strides=2, padding="same", activation="relu")(inputs)
+        x = layers.DepthwiseConv2D(3, padding="same", activation="relu")(x)
+        x = layers.SeparableConv2D(32 if large else 24, 3, padding="same", activation="relu")(x)
+        x = layers.SeparableConv2D(64 if large else 32, 3, strides=2, activation="relu")(x)
+        x = layers.GlobalAveragePooling2D()(x)
+    elif family == "lstm":
+        x = layers.LSTM(32)(inputs)
+    else:
+        x = layers.GRU(64)(inputs)
+    outputs = layers.Dense(classes)(x)
+    loss = "mse" if classes == 1 else keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    return keras.Model(inputs, outputs), loss
+
+
+def _compiled(name: str, kind: str):
+    import keras
+
+    import pydp_r
+
+    keras.utils.set_random_seed(0)
+    model, loss = _build(name)
+    if kind == "plain":
+        optimizer = keras.optimizers.Adam(1e-3)
+    else:
+        optimizer = pydp_r.DPAdam(l2_norm_clip=1.0, noise_multiplier=1.1, learning_rate=1e-3)
+    model.compile(optimizer=optimizer, loss=loss)
+    return model
+
+
+def _data(name: str, steps: int):
+    import numpy as np
+
+    _, batch_size, input_shape, vocabulary, classes = ZOO[name]
+    rng = np.random.default_rng(0)
+    shape = (batch_size * steps, *input_shape)
+    if vocabulary:
+        x = rng.integers(0, vocabulary, size=shape).astype("int32")
+    else:
+        x = rng.normal(size=shape).astype("float32")
+    if classes == 1:
+        y = rng.normal(size=(batch_size * steps, 1)).astype("float32")
+    else:
+        y = rng.integers(0, classes, size=batch_size * steps)
+    return x, y
+
+
+def time_interleaved(name: str, steps: int, repeats: int) -> dict[str, float | str]:
+    """Per-step seconds (medians over rounds), the median ratio, first-trace seconds, path."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import numpy as np
+
+    from pydp_r import fast_clipping
+
+    batch_size = ZOO[name][1]
+    x, y = _data(name, steps)
+    models = {kind: _compiled(name, kind) for kind in ("plain", "dp")}
+    reason = fast_clipping.unsupported_reason(models["dp"])
+    start = time.perf_counter()
+    models["dp"].fit(x[:batch_size], y[:batch_size], batch_size=batch_size, verbose=0)
+    first_trace = time.perf_counter() - start
+    for model in models.values():
+        warm = batch_size * 2
+        model.fit(x[:warm], y[:warm], batch_size=batch_size, epochs=2, verbose=0)
+    seconds: dict[str, list[float]] = {kind: [] for kind in models}
+    for round_index in range(repeats):
+        kinds = list(models) if round_index % 2 == 0 else list(models)[::-1]
+        for kind in kinds:
+            start = time.perf_counter()
+            models[kind].fit(x, y, batch_size=batch_size, verbose=0, shuffle=False)
+            seconds[kind].append((time.perf_counter() - start) / steps)
+    ratios = np.array(seconds["dp"]) / np.array(seconds["plain"])
+    return {
+        "plain": float(np.median(seconds["plain"])),
+        "dp": float(np.median(seconds["dp"])),
+        "ratio": float(np.median(ratios)),
+        "first_trace": first_trace,
+        "path": "fast" if reason is None else "general",
+    }
+
+
+def peak_memory(name: str, kind: str) -> float:
+    """Peak resident set size (MiB) of this process after a short run of one configuration."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    model = _compiled(name, kind)
+    x, y = _data(name, 3)
+    model.fit(x, y, batch_size=ZOO[name][1], epochs=2, verbose=0)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _in_subprocess(*arguments: str) -> object:
+    command = [sys.executable, __file__, *arguments]
+    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    return json.loads(output.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--models", nargs="+", default=list(ZOO), choices=list(ZOO))
+    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--timing", metavar="MODEL", help=argparse.SUPPRESS)
+    parser.add_argument("--memory", nargs=2, metavar=("MODEL", "KIND"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.timing:
+        print(json.dumps(time_interleaved(args.timing, args.steps, args.repeats)))
+        return 0
+    if args.memory:
+        print(json.dumps(peak_memory(*args.memory)))
+        return 0
+
+    print(
+        f"| {'model':17} | batch | path    | plain ms | DP ms  | ratio | first trace s "
+        "| plain MiB | DP MiB | memory ratio |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for name in args.models:
+        timing = _in_subprocess(
+            "--timing", name, "--steps", str(args.steps), "--repeats", str(args.repeats)
+        )
+        memory = {kind: _in_subprocess("--memory", name, kind) for kind in ("plain", "dp")}
+        cells = [
+            f"{name:17}",
+            f"{ZOO[name][1]:>5}",
+            f"{timing['path']:7}",
+            f"{timing['plain'] * 1e3:>8.1f}",
+            f"{timing['dp'] * 1e3:>6.1f}",
+            f"{timing['ratio']:>5.2f}",
+            f"{timing['first_trace']:>13.1f}",
+            f"{memory['plain']:>9.0f}",
+            f"{memory['dp']:>6.0f}",
+            f"{memory['dp'] / memory['plain']:>12.2f}",
+        ]
+        print(
+            "| " + " | ".join(cells) + " |",
+            flush=True,
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
