@@ -8,6 +8,9 @@ import pytest
 
 from pydp_r.audit import canary
 
+# Statistical, end-to-end or multi-process: the slow tier (`make test-fast` skips it).
+pytestmark = pytest.mark.slow
+
 
 def test_exposure_from_rank_spans_zero_to_log2_of_the_space():
     assert canary.exposure_from_rank(1, 1024) == pytest.approx(10.0)

@@ -9,6 +9,9 @@ import tensorflow as tf
 
 from pydp_r.audit import membership
 
+# Statistical, end-to-end or multi-process: the slow tier (`make test-fast` skips it).
+pytestmark = pytest.mark.slow
+
 
 def _pairwise_auc(negatives, positives):
     """Reference AUC by comparing every pair (ties count half)."""

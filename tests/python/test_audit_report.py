@@ -7,6 +7,9 @@ import pytest
 from pydp_r.audit import __main__ as audit_main
 from pydp_r.audit import report
 
+# Statistical, end-to-end or multi-process: the slow tier (`make test-fast` skips it).
+pytestmark = pytest.mark.slow
+
 
 def test_step_report_audits_every_configuration_and_all_pass():
     text = report.run_audit_report(audits=["step"], quick=True, num_trials=400)

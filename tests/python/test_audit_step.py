@@ -11,6 +11,9 @@ import pydp_r
 from pydp_r import clipping, fast_clipping
 from pydp_r.audit import step
 
+# Statistical, end-to-end or multi-process: the slow tier (`make test-fast` skips it).
+pytestmark = pytest.mark.slow
+
 NOISE_MULTIPLIER = 1.0
 DELTA = 1e-5
 TRIALS = 3000

@@ -14,6 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+# Statistical, end-to-end or multi-process: the slow tier (`make test-fast` skips it).
+pytestmark = pytest.mark.slow
+
 SCRIPT = Path(__file__).with_name("distributed_step.py")
 TIMEOUT_SECONDS = 240
 NOISE_MULTIPLIER = 4.0
