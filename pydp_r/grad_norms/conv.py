@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import keras
@@ -80,10 +81,17 @@ def _patches(layer: keras.layers.Layer, inputs: tf.Tensor) -> tf.Tensor:
 
 
 def _shifted_views(
-    layer: keras.layers.Layer, inputs: tf.Tensor, output_spatial: list[int]
-) -> list[tf.Tensor]:
+    layer: keras.layers.Layer,
+    inputs: tf.Tensor,
+    output_spatial: list[int],
+    after: list[tf.Tensor] | None = None,
+) -> Iterator[tf.Tensor]:
     """For each kernel offset (row-major over the kernel's spatial axes), the input view it
-    meets at every output position, `(batch, *output_spatial, in_channels)`."""
+    meets at every output position, `(batch, *output_spatial, in_channels)`.
+
+    With `after`, a list the caller appends to between views, each view is computed only once
+    the last element then in `after` has been (control dependency).
+    """
     rank = len(output_spatial)
     if layer.padding == "same":
         paddings = [[0, 0]]
@@ -98,7 +106,6 @@ def _shifted_views(
             total = max((out - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
             paddings.append([total // 2, total - total // 2])
         inputs = tf.pad(inputs, [*paddings, [0, 0]])
-    views = []
     for offset in itertools.product(*(range(k) for k in layer.kernel_size)):
         begin = [0, *(o * d for o, d in zip(offset, layer.dilation_rate, strict=True)), 0]
         end = [
@@ -109,8 +116,9 @@ def _shifted_views(
             ),
             0,
         ]
-        views.append(
-            tf.strided_slice(
+        dependencies = after[-1:] if after else []
+        with tf.control_dependencies(dependencies):
+            yield tf.strided_slice(
                 inputs,
                 begin,
                 end,
@@ -118,8 +126,24 @@ def _shifted_views(
                 begin_mask=1 | (1 << (rank + 1)),
                 end_mask=1 | (1 << (rank + 1)),
             )
-        )
-    return views
+
+
+def _offset_products(
+    layer: keras.layers.Layer,
+    inputs: tf.Tensor,
+    grads: tf.Tensor,
+    output_spatial: list[int],
+    num_units: Any,
+) -> list[tf.Tensor]:
+    """Per kernel offset, the per-unit `(units, in_channels, out_channels)` kernel gradient.
+
+    Each offset's input view is made only after the previous offset's product, so that one
+    view at a time is alive (all of them at once would hold kernel-size copies of the input).
+    """
+    products: list[tf.Tensor] = []
+    for view in _shifted_views(layer, inputs, output_spatial, products):
+        products.append(tf.linalg.matmul(per_unit(view, num_units), grads, transpose_a=True))
+    return products
 
 
 def _static_spatial(tensor: tf.Tensor) -> list[int] | None:
@@ -187,11 +211,7 @@ class ConvRule:
             raise NotSupported(f"layer '{layer.name}' has output sizes unknown at trace time")
         else:
             kernel_grads = tf.stack(
-                [
-                    tf.linalg.matmul(per_unit(view, num_units), grads, transpose_a=True)
-                    for view in _shifted_views(layer, saved, output_spatial)
-                ],
-                axis=1,
+                _offset_products(layer, saved, grads, output_spatial, num_units), axis=1
             )
             kernel_grads = tf.reshape(kernel_grads, [-1, *layer.kernel.shape])
             norms = None
@@ -207,6 +227,45 @@ class ConvRule:
         return UnitGradients(norms)
 
 
+def _sum_per_unit(per_example: tf.Tensor, num_units: Any) -> tf.Tensor:
+    """`(batch, ...)` per-example values summed over each unit's examples: `(units, ...)`."""
+    if num_units is None:
+        return per_example
+    shape = tf.shape(per_example)
+    return tf.reduce_sum(tf.reshape(per_example, tf.concat([[num_units, -1], shape[1:]], 0)), 1)
+
+
+def _folded_depthwise_gradients(
+    layer: keras.layers.Layer, inputs: tf.Tensor, z_grad: tf.Tensor, kernel: keras.Variable
+) -> tf.Tensor:
+    """Per-example depthwise kernel gradients from one depthwise filter gradient with the batch
+    folded into the channels (a depthwise convolution keeps channels apart, so examples stay
+    apart too): about the cost of the batch's own kernel gradient."""
+    if layer.rank == 1:
+        inputs, z_grad = inputs[:, tf.newaxis], z_grad[:, tf.newaxis]
+        kernel_size, strides = [1, *layer.kernel_size], [1, 1, layer.strides[0], 1]
+    else:
+        kernel_size, strides = list(layer.kernel_size), [1, *layer.strides, 1]
+    in_channels, multiplier = kernel.shape[-2], kernel.shape[-1]
+
+    def fold(tensor: tf.Tensor) -> tf.Tensor:  # (batch, h, w, c) -> (1, h, w, batch * c)
+        shape = tf.shape(tensor)
+        folded = tf.reshape(tf.transpose(tensor, [1, 2, 0, 3]), [1, shape[1], shape[2], -1])
+        return tf.ensure_shape(folded, [1, tensor.shape[1], tensor.shape[2], None])
+
+    batch = tf.shape(inputs)[0]
+    filter_gradient = tf.raw_ops.DepthwiseConv2dNativeBackpropFilter(
+        input=fold(inputs),
+        filter_sizes=tf.stack([*kernel_size, batch * in_channels, multiplier]),
+        out_backprop=fold(z_grad),
+        strides=strides,
+        padding=layer.padding.upper(),
+    )
+    per_example = tf.reshape(filter_gradient, [*kernel_size, -1, in_channels, multiplier])
+    per_example = tf.transpose(per_example, [2, 0, 1, 3, 4])
+    return tf.reshape(per_example, [-1, *kernel.shape])
+
+
 def _depthwise_kernel_gradients(
     layer: keras.layers.Layer,
     inputs: tf.Tensor,
@@ -219,17 +278,21 @@ def _depthwise_kernel_gradients(
     output_spatial = _static_spatial(z_grad)
     if output_spatial is None:
         raise NotSupported(f"layer '{layer.name}' has output sizes unknown at trace time")
-    in_channels, multiplier = kernel.shape[-2], kernel.shape[-1]
-    grads = per_unit(z_grad, num_units)
-    grads = tf.reshape(grads, tf.stack([tf.shape(grads)[0], -1, in_channels, multiplier]))
-    kernel_grads = tf.stack(
-        [
-            tf.einsum("utc,utcm->ucm", per_unit(view, num_units), grads)
-            for view in _shifted_views(layer, inputs, output_spatial)
-        ],
-        axis=1,
-    )
-    return tf.reshape(kernel_grads, [-1, *kernel.shape])
+    if all(d == 1 for d in layer.dilation_rate):
+        per_example = _folded_depthwise_gradients(layer, inputs, z_grad, kernel)
+    else:  # the native filter gradient takes no dilation on CPU: shifted views
+        in_channels, multiplier = kernel.shape[-2], kernel.shape[-1]
+        grads = tf.reshape(z_grad, [-1, *output_spatial, in_channels, multiplier])
+        spatial_axes = list(range(1, 1 + len(output_spatial)))
+        per_example = tf.stack(
+            [
+                tf.reduce_sum(view[..., tf.newaxis] * grads, axis=spatial_axes)
+                for view in _shifted_views(layer, inputs, output_spatial)
+            ],
+            axis=1,
+        )
+        per_example = tf.reshape(per_example, [-1, *kernel.shape])
+    return _sum_per_unit(per_example, num_units)
 
 
 def _depthwise_supported(layer: keras.layers.Layer) -> bool:

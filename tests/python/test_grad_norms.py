@@ -219,6 +219,14 @@ def _cases():
             image,
             None,
         ),
+        "depthwise_conv1d_dilated": (
+            lambda: _sequential(
+                seq,
+                *_head(L.DepthwiseConv1D(3, dilation_rate=2, depth_multiplier=2, padding="same")),
+            ),
+            seq,
+            None,
+        ),
         "separable_conv1d": (lambda: _sequential(seq, *_head(L.SeparableConv1D(3, 2))), seq, None),
         "layer_norm": (
             lambda: _sequential(seq, *_head(L.Dense(4), L.LayerNormalization())),
