@@ -274,13 +274,13 @@ def test_layer_normalization_and_unregistered_layers_mixed(num_microbatches):
         keras.layers.Conv1D(8, 3, activation="relu"),
         keras.layers.LayerNormalization(),
         keras.layers.Conv1D(6, 3),
-        keras.layers.GroupNormalization(2),  # no rule: vectorized per-example fallback
+        keras.layers.GroupNormalization(2),
         keras.layers.PReLU(),  # no rule either
         keras.layers.GlobalAveragePooling1D(),
         keras.layers.Dense(1),
         input_shape=(12, 6),
     )
-    assert grad_rules(model) == {"Conv1D", "LayerNormalization", "Dense"}
+    assert grad_rules(model) == {"Conv1D", "LayerNormalization", "GroupNormalization", "Dense"}
     assert_same_clipped_sums(model, x, y, num_microbatches=num_microbatches)
 
 

@@ -238,6 +238,11 @@ def _cases():
             seq,
             None,
         ),
+        "group_norm_2d": (
+            lambda: _sequential(image, *_head(L.Conv2D(4, 2), L.GroupNormalization(2))),
+            image,
+            None,
+        ),
         "prelu_and_own_layer": (lambda: _sequential(seq, *_head(L.PReLU(), _Scale())), seq, None),
         "simple_rnn": (lambda: _sequential(seq, *_head(L.SimpleRNN(3))), seq, None),
         "gru": (lambda: _sequential(seq, *_head(L.GRU(3, return_sequences=True))), seq, None),
