@@ -29,7 +29,6 @@ from pydp_r import _keras_seam, grad_norms
 from pydp_r._keras_seam import Functional
 from pydp_r.clipping import clip_factors, split_into_microbatches, split_units
 
-
 # The model needs the general per-example path (`pydp_r.clipping`); rules raise it too.
 NotSupported = grad_norms.registry.NotSupported
 
@@ -113,13 +112,14 @@ def _recording(model: keras.Model, records: list[_Record]) -> Iterator[None]:
         def hooked_call(inputs, *args, _layer=layer, _rule=rule, _call=original_call, **kwargs):
             if any(record.layer is _layer for record in records):
                 raise NotSupported(f"layer '{_layer.name}' is called more than once")
-            if _rule is not None and not args:
+            if args or any(isinstance(value, tf.Tensor) for value in tf.nest.flatten(kwargs)):
+                # Tensors besides `inputs` (masks, states) would need splitting per example, and
+                # rules see `inputs` alone.
+                raise NotSupported(f"layer '{_layer.name}' has tensor inputs besides `inputs`")
+            if _rule is not None:
                 z, outputs, saved = _rule.forward(_layer, inputs)
                 records.append(_Record(_layer, _rule, z, saved, _call, {}))
                 return outputs
-            if args or any(isinstance(value, tf.Tensor) for value in tf.nest.flatten(kwargs)):
-                # Tensors besides `inputs` (masks, states) would need splitting per example too.
-                raise NotSupported(f"layer '{_layer.name}' has tensor inputs besides `inputs`")
             outputs = _call(inputs, *args, **kwargs)
             if not isinstance(outputs, tf.Tensor):
                 raise NotSupported(f"layer '{_layer.name}' has several outputs")

@@ -1,10 +1,10 @@
 """Per-example gradient norms from layer activations ("ghost norms"), one module per layer type.
 
 Importing this package registers the rules (Dense, EinsumDense, convolutions, Embedding,
-LayerNormalization) and declares Keras' other per-example layers (`per_example`); the registry
-alone decides which models the fast path takes. A user's own layer type joins with a rule
-(`@register(MyLayer)`) or with `register_per_example(MyLayer)`, which vectorizes it alone over
-the batch.
+LayerNormalization, GroupNormalization, SimpleRNN, LSTM) and declares Keras' other per-example
+layers (`per_example`); the registry alone decides which models the fast path takes. A user's
+own layer type joins with a rule (`@register(MyLayer)`) or with `register_per_example(MyLayer)`,
+which vectorizes it alone over the batch.
 """
 
 from pydp_r.grad_norms import (  # noqa: F401  (registration)
@@ -14,6 +14,7 @@ from pydp_r.grad_norms import (  # noqa: F401  (registration)
     embedding,
     layer_norm,
     per_example,
+    rnn,
 )
 from pydp_r.grad_norms.registry import (
     RULE,

@@ -245,6 +245,8 @@ def _cases():
         ),
         "prelu_and_own_layer": (lambda: _sequential(seq, *_head(L.PReLU(), _Scale())), seq, None),
         "simple_rnn": (lambda: _sequential(seq, *_head(L.SimpleRNN(3))), seq, None),
+        "lstm": (lambda: _sequential(seq, *_head(L.LSTM(3, return_sequences=True))), seq, None),
+        "lstm_last": (lambda: _sequential(seq, *_head(L.LSTM(2, use_bias=False))), seq, None),
         "gru": (lambda: _sequential(seq, *_head(L.GRU(3, return_sequences=True))), seq, None),
         "lstm_bidirectional": (
             lambda: _sequential(seq, *_head(L.Bidirectional(L.LSTM(2)))),
@@ -255,7 +257,8 @@ def _cases():
 
 
 CASES = _cases()
-RECURRENT_CASES = {"simple_rnn", "gru", "lstm_bidirectional"}
+# RNN layers without a rule, vectorized whole over the batch.
+RECURRENT_CASES = {"gru", "lstm_bidirectional"}
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

@@ -1,0 +1,108 @@
+"""SimpleRNN and LSTM: per-example gradients over the unrolled steps.
+
+At step t the cell's pre-activation is `z_t = x_t W + h_{t-1} U + b`. The input projection
+`x W + b` is computed for all steps at once, outside the recurrence, and is the rule's `z`:
+the loss gradient there is the gradient at every `z_t`, because `h_{t-1} U` only adds to it.
+Then a unit's gradient of `[W; U]` is `sum_t [x_t, h_{t-1}]^T dz_t`, an outer product summed
+over steps as for Dense, and of `b` the sum of `dz_t`. The per-example gradients are always
+formed, because `U`'s share of the clipped sum cannot come from a backward pass from `z`
+(which does not depend on `U`); they have the size `(d_in + units) x gates * units` per unit.
+
+Only the plain configuration is covered (no dropout, masks, initial or returned states,
+statefulness or reversal); other RNN layers are vectorized whole over the batch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from pydp_r.grad_norms.registry import (
+    UnitGradients,
+    gradients_squared_norms,
+    per_unit,
+    register,
+)
+
+
+def _lstm_step(cell: Any, projected: tf.Tensor, state: tuple[tf.Tensor, tf.Tensor]):
+    hidden, carry = state
+    z = projected + tf.linalg.matmul(hidden, cell.recurrent_kernel)
+    z_input, z_forget, z_carry, z_output = tf.split(z, 4, axis=-1)
+    carry = cell.recurrent_activation(z_forget) * carry + cell.recurrent_activation(
+        z_input
+    ) * cell.activation(z_carry)
+    hidden = cell.recurrent_activation(z_output) * cell.activation(carry)
+    return hidden, (hidden, carry)
+
+
+def _simple_step(cell: Any, projected: tf.Tensor, state: tuple[tf.Tensor]):
+    (hidden,) = state
+    hidden = projected + tf.linalg.matmul(hidden, cell.recurrent_kernel)
+    if cell.activation is not None:
+        hidden = cell.activation(hidden)
+    return hidden, (hidden,)
+
+
+_STEPS = {keras.layers.LSTM: (_lstm_step, 2), keras.layers.SimpleRNN: (_simple_step, 1)}
+
+
+@register(keras.layers.LSTM, keras.layers.SimpleRNN)
+class RecurrentRule:
+    def supports(self, layer: keras.layers.Layer) -> bool:
+        cell = layer.cell
+        return (
+            not layer.go_backwards
+            and not layer.stateful
+            and not layer.return_state
+            and cell.dropout == 0
+            and cell.recurrent_dropout == 0
+            and len(layer.trainable_weights) == 2 + int(cell.use_bias)
+        )
+
+    def forward(
+        self, layer: keras.layers.Layer, inputs: tf.Tensor
+    ) -> tuple[tf.Tensor, tf.Tensor, tuple[tf.Tensor, tf.Tensor]]:
+        cell = layer.cell
+        step, num_states = _STEPS[type(layer)]
+        projected = tf.linalg.matmul(inputs, tf.cast(cell.kernel, inputs.dtype))
+        if cell.use_bias:
+            projected = projected + cell.bias
+        batch = tf.shape(inputs)[0]
+        initial = tuple(
+            tf.zeros(tf.stack([batch, cell.units]), projected.dtype) for _ in range(num_states)
+        )
+
+        def scan_step(carried, projected_t):
+            _, state = carried
+            return step(cell, projected_t, state)
+
+        time_major = tf.transpose(projected, [1, 0, 2])
+        first_hidden = tf.zeros(tf.stack([batch, cell.units]), projected.dtype)
+        hiddens, _ = tf.scan(scan_step, time_major, initializer=(first_hidden, initial))
+        hiddens = tf.transpose(hiddens, [1, 0, 2])  # (batch, steps, units)
+        previous = tf.concat([tf.zeros_like(hiddens[:, :1]), hiddens[:, :-1]], axis=1)
+        outputs = hiddens if layer.return_sequences else hiddens[:, -1]
+        return projected, outputs, (inputs, previous)
+
+    def unit_gradients(
+        self,
+        layer: keras.layers.Layer,
+        saved: tuple[tf.Tensor, tf.Tensor],
+        z_grad: tf.Tensor,
+        num_units: Any,
+    ) -> UnitGradients:
+        cell = layer.cell
+        inputs, previous = (tf.cast(t, z_grad.dtype) for t in saved)
+        grads = per_unit(z_grad, num_units)  # (units, steps, gates * units)
+        input_grads = tf.linalg.matmul(grads, per_unit(inputs, num_units), transpose_a=True)
+        recurrent_grads = tf.linalg.matmul(grads, per_unit(previous, num_units), transpose_a=True)
+        gradients = [
+            tf.transpose(input_grads, [0, 2, 1]),
+            tf.transpose(recurrent_grads, [0, 2, 1]),
+        ]
+        if cell.use_bias:
+            gradients.append(tf.reduce_sum(grads, axis=1))
+        return UnitGradients(gradients_squared_norms(gradients), gradients)
