@@ -202,8 +202,8 @@ def clipped_gradient_sum(
     squared_norms = tf.zeros(tf.reshape(num_units, [1]), tf.float32)
     unit_gradients: dict[int, list[tf.Tensor]] = {}  # record index -> per-unit weight gradients
     for index, (record, z_grad) in enumerate(zip(records, z_grads, strict=True)):
-        if z_grad is None:
-            continue
+        if any(g is None for g in tf.nest.flatten(z_grad)):
+            continue  # the loss does not depend on this layer
         if record.rule is not None:
             norms, gradients = record.rule.unit_gradients(
                 record.layer, record.saved, z_grad, rule_units
@@ -218,7 +218,7 @@ def clipped_gradient_sum(
 
     sums_by_variable: dict[int, tf.Tensor] = {}
     for index, (record, z_grad) in enumerate(zip(records, z_grads, strict=True)):
-        if z_grad is None:
+        if any(g is None for g in tf.nest.flatten(z_grad)):
             continue
         variables = record.layer.trainable_weights
         if index in unit_gradients:

@@ -1,4 +1,4 @@
-"""SimpleRNN and LSTM: per-example gradients over the unrolled steps.
+"""SimpleRNN, LSTM and GRU: per-example gradients over the unrolled steps.
 
 At step t the cell's pre-activation is `z_t = x_t W + h_{t-1} U + b`. The input projection
 `x W + b` is computed for all steps at once, outside the recurrence, and is the rule's `z`:
@@ -7,6 +7,10 @@ Then a unit's gradient of `[W; U]` is `sum_t [x_t, h_{t-1}]^T dz_t`, an outer pr
 over steps as for Dense, and of `b` the sum of `dz_t`. The per-example gradients are always
 formed, because `U`'s share of the clipped sum cannot come from a backward pass from `z`
 (which does not depend on `U`); they have the size `(d_in + units) x gates * units` per unit.
+
+GRU (with `reset_after=True`, Keras' default) applies the reset gate to `h_{t-1} U + b_rec`, so
+that product is not simply added to the input projection; a zero tensor ("probe") added to it
+at every step exposes its gradient, and the rule's `z` is the pair (projection, probe).
 
 Only the plain configuration is covered (no dropout, masks, initial or returned states,
 statefulness or reversal); other RNN layers are vectorized whole over the batch.
@@ -105,4 +109,66 @@ class RecurrentRule:
         ]
         if cell.use_bias:
             gradients.append(tf.reduce_sum(grads, axis=1))
+        return UnitGradients(gradients_squared_norms(gradients), gradients)
+
+
+@register(keras.layers.GRU)
+class GRURule:
+    def supports(self, layer: keras.layers.GRU) -> bool:
+        return layer.cell.reset_after and RecurrentRule.supports(self, layer)
+
+    def forward(
+        self, layer: keras.layers.GRU, inputs: tf.Tensor
+    ) -> tuple[tuple[tf.Tensor, tf.Tensor], tf.Tensor, tuple[tf.Tensor, tf.Tensor]]:
+        cell = layer.cell
+        projected = tf.linalg.matmul(inputs, tf.cast(cell.kernel, inputs.dtype))
+        if cell.use_bias:
+            projected = projected + cell.bias[0]
+        probe = tf.zeros_like(projected)  # its gradient: that of h_{t-1} U + b_rec at each step
+        batch = tf.shape(inputs)[0]
+
+        def scan_step(hidden, elements):
+            projected_t, probe_t = elements
+            inner = tf.linalg.matmul(hidden, cell.recurrent_kernel) + probe_t
+            if cell.use_bias:
+                inner = inner + cell.bias[1]
+            x_update, x_reset, x_candidate = tf.split(projected_t, 3, axis=-1)
+            inner_update, inner_reset, inner_candidate = tf.split(inner, 3, axis=-1)
+            update = cell.recurrent_activation(x_update + inner_update)
+            reset = cell.recurrent_activation(x_reset + inner_reset)
+            candidate = cell.activation(x_candidate + reset * inner_candidate)
+            return update * hidden + (1 - update) * candidate
+
+        hiddens = tf.scan(
+            scan_step,
+            (tf.transpose(projected, [1, 0, 2]), tf.transpose(probe, [1, 0, 2])),
+            initializer=tf.zeros(tf.stack([batch, cell.units]), projected.dtype),
+        )
+        hiddens = tf.transpose(hiddens, [1, 0, 2])
+        previous = tf.concat([tf.zeros_like(hiddens[:, :1]), hiddens[:, :-1]], axis=1)
+        outputs = hiddens if layer.return_sequences else hiddens[:, -1]
+        return (projected, probe), outputs, (inputs, previous)
+
+    def unit_gradients(
+        self,
+        layer: keras.layers.GRU,
+        saved: tuple[tf.Tensor, tf.Tensor],
+        z_grad: tuple[tf.Tensor, tf.Tensor],
+        num_units: Any,
+    ) -> UnitGradients:
+        projected_grad, probe_grad = z_grad
+        inputs, previous = (tf.cast(t, projected_grad.dtype) for t in saved)
+        input_side = per_unit(projected_grad, num_units)
+        recurrent_side = per_unit(probe_grad, num_units)
+        gradients = [
+            tf.linalg.matmul(per_unit(inputs, num_units), input_side, transpose_a=True),
+            tf.linalg.matmul(per_unit(previous, num_units), recurrent_side, transpose_a=True),
+        ]
+        if layer.cell.use_bias:
+            gradients.append(
+                tf.stack(
+                    [tf.reduce_sum(input_side, axis=1), tf.reduce_sum(recurrent_side, axis=1)],
+                    axis=1,
+                )
+            )
         return UnitGradients(gradients_squared_norms(gradients), gradients)

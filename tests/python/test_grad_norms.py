@@ -257,8 +257,8 @@ def _cases():
 
 
 CASES = _cases()
-# RNN layers without a rule, vectorized whole over the batch.
-RECURRENT_CASES = {"gru", "lstm_bidirectional"}
+# Bidirectional has no rule: vectorized whole over the batch.
+RECURRENT_CASES = {"lstm_bidirectional"}
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
