@@ -404,3 +404,26 @@ def test_model_save_and_load_keep_the_dp_optimizer(tmp_path):
     np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-5)
     loaded.fit(x, y, batch_size=8, epochs=1, verbose=0)
     assert int(loaded.optimizer.iterations) == 4
+
+
+def noisy_update(noise_seed=None):
+    """The first update of a fresh model after `keras.utils.set_random_seed(0)`."""
+    keras.utils.set_random_seed(0)
+    x, y = regression_data()
+    model = conv_model()
+    optimizer = pydp_r.DPSGD(1.0, 1.0, learning_rate=1.0, noise_seed=noise_seed)
+    return one_step_update(model, optimizer, x, y)
+
+
+def test_noise_is_not_predictable_from_keras_seed():
+    # Same Keras seed, same data, same model: the noise must still differ between runs,
+    # or whoever knows the seed could subtract it.
+    first, second = noisy_update(), noisy_update()
+    assert not all(np.allclose(a, b) for a, b in zip(first, second, strict=True))
+
+
+def test_noise_seed_makes_noise_reproducible_and_is_the_only_key_saved():
+    first, second = noisy_update(noise_seed=7), noisy_update(noise_seed=7)
+    assert all(np.allclose(a, b) for a, b in zip(first, second, strict=True))
+    assert "noise_seed" not in pydp_r.DPSGD(1.0, 1.0).get_config()
+    assert pydp_r.DPSGD(1.0, 1.0, noise_seed=7).get_config()["noise_seed"] == 7
