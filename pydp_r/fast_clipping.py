@@ -99,6 +99,16 @@ class _Record:
     call_kwargs: dict[str, Any]
 
 
+def _rule_for(model: keras.Model, layer: keras.layers.Layer) -> grad_norms.LayerRule | None:
+    """The layer's rule, except a rule marked `exact_under_xla = False` when the model is
+    compiled with XLA (the layer is then vectorized whole, or XLA refuses it)."""
+    rule = grad_norms.rule_for(layer)
+    if rule is not None and not getattr(rule, "exact_under_xla", True):
+        if getattr(model, "jit_compile", False) is True:
+            return None
+    return rule
+
+
 @contextlib.contextmanager
 def _recording(model: keras.Model, records: list[_Record]) -> Iterator[None]:
     """Temporarily route the calls of every layer with own trainable weights through a recorder."""
@@ -106,7 +116,7 @@ def _recording(model: keras.Model, records: list[_Record]) -> Iterator[None]:
     for layer in _weighted_units(model):
         if any(layer is other for other in hooked):
             continue  # reached twice (a nested model used twice): its second call raises
-        rule = grad_norms.rule_for(layer)
+        rule = _rule_for(model, layer)
         original_call = layer.call
 
         def hooked_call(inputs, *args, _layer=layer, _rule=rule, _call=original_call, **kwargs):

@@ -269,6 +269,10 @@ def test_rule_matches_the_general_path(case, variant):
             "XLA cannot compile a vectorized Keras RNN loop (an If inside a While), on the "
             "fast and the general path alike"
         )
+    if variant == "jit" and case == "gru":
+        # Known defect, not hidden: under XLA the probe's gradient comes out wrong (norms too
+        # small), so GRU + jit_compile=True must not take this rule until fixed.
+        pytest.xfail("GRU rule's probe gradient is wrong under XLA")
     build, input_shape, vocabulary = CASES[case]
     rng = np.random.default_rng(len(case))
     if vocabulary is None:
@@ -371,3 +375,12 @@ def test_embedding_branches_give_the_same_norms(positions):
     want_norms = np.sum(want**2, axis=(1, 2))
     for squared_norms in (embedding._pairwise_squared_norms, embedding._sorted_squared_norms):
         np.testing.assert_allclose(squared_norms(indices, grads).numpy(), want_norms, rtol=1e-5)
+
+
+def test_a_rule_not_exact_under_xla_is_not_used_for_a_model_compiled_with_xla():
+    model = _sequential((6, 5), keras.layers.GRU(3), keras.layers.Dense(1))
+    gru = model.layers[0]
+    model.compile(loss="mse", jit_compile=False)
+    assert fast_clipping._rule_for(model, gru) is grad_norms.rule_for(gru) is not None
+    model.compile(loss="mse", jit_compile=True)
+    assert fast_clipping._rule_for(model, gru) is None
