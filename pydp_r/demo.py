@@ -39,7 +39,7 @@ import statistics
 import sys
 import textwrap
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -497,7 +497,7 @@ def main(argv: list[str] | None = None) -> int:
                 n, epsilon, args.epochs, args.batch_size, args.learning_rate,
                 args.l2_norm_clip, decay, args.dp_normalization,
             )  # fmt: skip
-            sweep[epsilon] = run_all(recipe)
+            sweep[epsilon] = run_all(replace(recipe, name=f"sweep {recipe.name}"))
 
     baseline_mean, baseline_sd = mean_and_sd(baselines)
     print()
