@@ -336,7 +336,7 @@ def plot_histories(
         sd = curves.std(axis=0, ddof=1) if len(runs) > 1 else np.zeros_like(mean)
         (line,) = axis.plot(epochs, mean, marker="o", markersize=3, label=name)
         axis.fill_between(epochs, mean - sd, mean + sd, color=line.get_color(), alpha=0.2)
-    axis.axhline(baseline_mae, color="black", linestyle=":", label="predict training mean")
+    axis.axhline(baseline_mae, color="black", linestyle=":", label="predict training mean (test)")
     axis.set_xlabel("epoch")
     axis.set_ylabel("validation MAE (bpm)")
     axis.set_ylim(0, max(2 * baseline_mae, 1))
