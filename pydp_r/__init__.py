@@ -36,6 +36,10 @@ _LAZY_NAMES = {
     "DPRMSprop": "pydp_r.optimizers",
     "NoPrivacyWarning": "pydp_r.optimizers",
     "make_dp_optimizer_class": "pydp_r.optimizers",
+    "DPTrainingPlan": "pydp_r.planner",
+    "PlanCandidate": "pydp_r.planner",
+    "plan_dp_training": "pydp_r.planner",
+    "ParameterAveraging": "pydp_r.averaging",
 }
 _LAZY_MODULES = ("accounting", "audit", "data", "ledger", "tensorflow_privacy")
 
@@ -49,7 +53,10 @@ __all__ = [
     "DPOptimizerMixin",
     "DPRMSprop",
     "DPSGD",
+    "DPTrainingPlan",
     "NoPrivacyWarning",
+    "ParameterAveraging",
+    "PlanCandidate",
     "PrivacyBudget",
     "PrivacyLedger",
     "ShuffledBatchesWarning",
@@ -59,6 +66,7 @@ __all__ = [
     "compute_noise_multiplier",
     "data",
     "make_dp_optimizer_class",
+    "plan_dp_training",
     "privacy_statement",
     "replace_batch_norm",
 ]
@@ -81,6 +89,8 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:
     from pydp_r import data
+    from pydp_r.averaging import ParameterAveraging
+    from pydp_r.planner import DPTrainingPlan, PlanCandidate, plan_dp_training
     from pydp_r.accounting import (
         compute_dp_sgd_privacy,
         compute_epsilon,
