@@ -89,14 +89,13 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:
     from pydp_r import data
-    from pydp_r.averaging import ParameterAveraging
-    from pydp_r.planner import DPTrainingPlan, PlanCandidate, plan_dp_training
     from pydp_r.accounting import (
         compute_dp_sgd_privacy,
         compute_epsilon,
         compute_noise_multiplier,
         privacy_statement,
     )
+    from pydp_r.averaging import ParameterAveraging
     from pydp_r.batch_norm import replace_batch_norm
     from pydp_r.callbacks import PrivacyBudget, ShuffledBatchesWarning
     from pydp_r.ledger import PrivacyLedger
@@ -113,3 +112,4 @@ if TYPE_CHECKING:
         NoPrivacyWarning,
         make_dp_optimizer_class,
     )
+    from pydp_r.planner import DPTrainingPlan, PlanCandidate, plan_dp_training
