@@ -5,7 +5,10 @@ g_t^T` over output positions `t`: one strided slice of the (padded) input and on
 matrix product per offset, so per-example gradients cost about what the batch's own kernel
 gradient costs. The alternative, ghost norms from unfolded patches (`tf.image.extract_patches`),
 is cheaper only for small output maps with wide kernels, because unfolding is slow on CPU.
-`ghost_is_cheaper` is the cost model. Forming the gradients per example by a convolution with
+`ghost_is_cheaper` is the cost model. Inputs with fewer than `OFFSETS_MIN_IN_CHANNELS`
+channels, or outputs with fewer than `OFFSETS_MIN_POSITIONS` positions, use patches (ghost norms
+or formed gradients, by Dense's rule): their offsets' products are too thin to run fast.
+Forming the gradients per example by a convolution with
 the batch folded into channel groups was measured and not used: on a 2-core CPU it took 2.5x as
 long as the shifted views (batch 128, 32x32x32 -> 32 channels, 3x3: 148-183 ms vs 60 ms).
 
@@ -32,6 +35,15 @@ from pydp_r.grad_norms.registry import (
     per_unit,
     register,
 )
+
+# Below this many input channels each offset's product is too thin (e.g. 1 x positions times
+# positions x filters per example) and the kernel-positions products run one after another:
+# TF Privacy's MNIST convnet's first layer (8x8 kernel, 1 channel) took 3.7x a plain step
+# that way, against 1.2-1.3x with patches.
+OFFSETS_MIN_IN_CHANNELS = 8
+# Below this many output positions per example the per-offset operations' fixed cost dominates:
+# its second layer (4x4 kernel, 16 channels, 5x5 outputs) took 3.3x a plain step that way.
+OFFSETS_MIN_POSITIONS = 64
 
 # Unfolding one patch element costs about as much as this many multiply-adds of a batched
 # matrix product (measured with tf.image.extract_patches on a 2-core x86 CPU, TF 2.21).
@@ -198,11 +210,17 @@ class ConvRule:
         output_spatial = _static_spatial(z_grad)
         kernel_positions = math.prod(layer.kernel_size)
         in_channels, out_channels = layer.kernel.shape[-2], layer.kernel.shape[-1]
-        use_ghost = layer.rank <= 2 and (
-            output_spatial is None
-            or ghost_is_cheaper(grads.shape[1], kernel_positions, in_channels, out_channels)
+        ghost = output_spatial is not None and ghost_is_cheaper(
+            grads.shape[1], kernel_positions, in_channels, out_channels
         )
-        if use_ghost:
+        use_offsets = layer.rank == 3 or (
+            output_spatial is not None
+            and not ghost
+            and in_channels >= OFFSETS_MIN_IN_CHANNELS
+            and math.prod(output_spatial) >= OFFSETS_MIN_POSITIONS
+        )
+        if not use_offsets:
+            # Patches, then the ghost norm or the formed gradients by Dense's cost rule.
             patches = per_unit(_patches(layer, saved), num_units)
             norms, kernel_grads = outer_product_gradients(patches, grads)
             if kernel_grads is not None:

@@ -203,6 +203,12 @@ def _cases():
         ),
         "conv1d": (lambda: _sequential(seq, *_head(L.Conv1D(4, 3, padding="causal"))), seq, None),
         "conv2d": (lambda: _sequential(image, *_head(L.Conv2D(4, 3, strides=2))), image, None),
+        "conv2d_offsets": (
+            # 8 channels, 8x8 outputs: per-example gradients from the shifted input views.
+            lambda: _sequential((8, 8, 8), *_head(L.Conv2D(3, 3, padding="same", dilation_rate=2))),
+            (8, 8, 8),
+            None,
+        ),
         "conv3d": (lambda: _sequential((4, 4, 4, 2), *_head(L.Conv3D(3, 2))), (4, 4, 4, 2), None),
         "conv2d_transpose": (
             lambda: _sequential(image, *_head(L.Conv2DTranspose(2, 3, strides=2))),
