@@ -29,7 +29,7 @@ _LARGEST_NOISE_STDDEV = 1e30
 
 
 def _noise_key(noise_seed: int | None) -> tuple[int, int]:
-    """The 2 x 63-bit key of the noise streams: the research seed, or OS entropy."""
+    """Philox key and starting counter (2 x 63 bits): the research seed, or OS entropy."""
     if noise_seed is not None:
         return (noise_seed % 2**63, 0)
     return (secrets.randbits(63), secrets.randbits(63))
@@ -147,7 +147,12 @@ class DPOptimizerMixin:
         self._noise_multiplier = noise_multiplier
         self._num_microbatches = num_microbatches
         self._noise_seed = noise_seed
-        self._noise_key = _noise_key(noise_seed)
+        key, counter = _noise_key(noise_seed)
+        # A plain attribute (not a Keras variable): never saved, so a checkpoint does not
+        # carry the key.
+        self._noise_generator = tf.random.Generator.from_key_counter(
+            key=key, counter=[counter, 0], alg="philox"
+        )
         self.privacy_ledger = ledger.PrivacyLedger.from_config(privacy_ledger)
         # Set by fit() for Poisson batches, whose zero-weight padding rows the step leaves out
         # of the reported loss and metrics.
@@ -305,18 +310,12 @@ class DPOptimizerMixin:
             is_noise_replica = tf.equal(replica_context.replica_id_in_sync_group, 0)
             noise_scale = noise_scale * tf.cast(is_noise_replica, tf.float32)
         global_units = tf.cast(num_units, tf.float32) * num_replicas
-        # Stateless Philox draws keyed by the secret key, the step and the variable: a fresh,
-        # independent stream for every variable of every step, untouched by Keras' seeds.
-        step_key = tf.random.experimental.stateless_fold_in(
-            tf.constant(self._noise_key, tf.int64), tf.cast(batches_seen, tf.int64)
-        )
+        # One Philox generator per optimizer, keyed by the secret key and advancing with every
+        # draw: fresh noise for every call (also for repeated calls at one step, or after
+        # weights and optimizer state are restored), untouched by Keras' seeds.
         gradients = []
-        for index, gradient_sum in enumerate(clipped_gradient_sums):
-            noise = tf.random.stateless_normal(
-                tf.shape(gradient_sum),
-                seed=tf.random.experimental.stateless_fold_in(step_key, index),
-                dtype=tf.float32,
-            )
+        for gradient_sum in clipped_gradient_sums:
+            noise = self._noise_generator.normal(tf.shape(gradient_sum), dtype=tf.float32)
             noisy_sum = gradient_sum + tf.cast(noise * noise_scale, gradient_sum.dtype)
             gradients.append(noisy_sum / tf.cast(global_units, gradient_sum.dtype))
         _pending_private_gradients().add(id(self))

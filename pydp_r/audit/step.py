@@ -98,8 +98,11 @@ class StepAudit:
         return "\n".join(lines)
 
 
-def _clone_optimizer(optimizer: Any) -> Any:
-    """A fresh, unbuilt copy: the audit must not touch the caller's optimizer or its state."""
+def _clone_optimizer(optimizer: Any, seed: int) -> Any:
+    """A fresh, unbuilt copy: the audit must not touch the caller's optimizer or its state.
+
+    Its noise follows `seed` (the audit is reproducible; the copy is never released).
+    """
     if not isinstance(optimizer, optimizers_module.DPOptimizerMixin):
         raise ValueError(
             "optimizer must be a pydp_r DP optimizer (e.g. pydp_r.DPSGD(...)); received "
@@ -116,7 +119,7 @@ def _clone_optimizer(optimizer: Any) -> Any:
             "optimizer.noise_multiplier must be > 0 for a step audit (0 claims no privacy); "
             "received 0."
         )
-    return type(optimizer).from_config(optimizer.get_config())
+    return type(optimizer).from_config({**optimizer.get_config(), "noise_seed": seed})
 
 
 def _audit_problem(
@@ -287,7 +290,7 @@ def audit_optimizer_step(
         "a finite number > 1 (in units of l2_norm_clip)",
         lambda x: 1 < x < math.inf,
     )
-    optimizer = _clone_optimizer(optimizer)
+    optimizer = _clone_optimizer(optimizer, seed)
     num_microbatches = optimizer.num_microbatches
     if num_microbatches is not None and batch_size % num_microbatches != 0:
         raise ValueError(

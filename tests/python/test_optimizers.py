@@ -427,3 +427,18 @@ def test_noise_seed_makes_noise_reproducible_and_is_the_only_key_saved():
     assert all(np.allclose(a, b) for a, b in zip(first, second, strict=True))
     assert "noise_seed" not in pydp_r.DPSGD(1.0, 1.0).get_config()
     assert pydp_r.DPSGD(1.0, 1.0, noise_seed=7).get_config()["noise_seed"] == 7
+
+
+def test_repeated_draws_at_one_step_get_fresh_noise():
+    # Custom loops may compute private gradients twice before applying: the noise must differ,
+    # or the difference of the two releases would cancel it.
+    x, y = regression_data()
+    model = conv_model()
+    optimizer = pydp_r.DPSGD(1.0, 1.0)
+
+    def loss_fn(batch):
+        return keras.losses.mean_squared_error(batch[1], model(batch[0]))
+
+    first = optimizer.compute_dp_gradients(loss_fn, (x, y), model.trainable_variables)
+    second = optimizer.compute_dp_gradients(loss_fn, (x, y), model.trainable_variables)
+    assert not np.allclose(first[0].numpy(), second[0].numpy())
