@@ -239,7 +239,7 @@ def test_dp_parameters_are_read_only_after_construction():
 def test_keras_versions_below_the_floor_are_refused():
     from pydp_r import _keras_seam
 
-    _keras_seam.check_keras_version("3.11.0")
-    _keras_seam.check_keras_version("3.15.1")
-    with pytest.raises(ImportError, match="Keras >= 3.11"):
-        _keras_seam.check_keras_version("3.10.0")
+    _keras_seam.check_keras_version("3.15.0")
+    _keras_seam.check_keras_version("3.16.2")
+    with pytest.raises(ImportError, match="Keras >= 3.15"):
+        _keras_seam.check_keras_version("3.13.2")
