@@ -56,7 +56,11 @@ def test_private_run_is_calibrated_and_its_measured_epsilon_is_honest(demo_resul
     recipe = results["recipes"]["DP-Adam eps=2"]
     assert recipe["batch_size"] == plan_dp_training(N_FIT, 2.0, 2, 1e-5).batch_size
     assert recipe["noise_multiplier"] == pydp_r.compute_noise_multiplier(
-        N_FIT, recipe["batch_size"], 2.0, 2, 1e-5
+        N_FIT, recipe["batch_size"], 2.0, 2, 1e-5, accountant="pld"
+    )
+    # PLD is the tighter accountant: less noise for the same epsilon than RDP would need.
+    assert recipe["noise_multiplier"] < pydp_r.compute_noise_multiplier(
+        N_FIT, recipe["batch_size"], 2.0, 2, 1e-5, accountant="rdp"
     )
     for run in results["runs"]:
         if run["name"] == "DP-Adam eps=2":
@@ -91,3 +95,31 @@ def test_validation_split_shares_no_window_with_training():
     assert y_val[-1, 0] == len(x) - 1
     with pytest.raises(ValueError, match="validation must be an integer in"):
         demo.split_validation(x, y, validation=len(x))
+
+
+def test_tune_picks_the_lowest_validation_mae_and_never_the_test_part(monkeypatch):
+    def fake_train(recipe, arrays, seed, verbose=False, attack=True):
+        # Validation favours ("none", 0.01); the test part would favour ("batch", 0.001).
+        validation = {"none": 1.0, "batch": 2.0}[recipe.normalization] + abs(
+            recipe.learning_rate - 0.01
+        )
+        test = 10.0 - validation
+        return demo.RunResult(recipe.name, seed, test, validation + seed, None, None, 32, 1, 0.0)
+
+    monkeypatch.setattr(demo, "train", fake_train)
+    base = demo.Recipe("m", batch_size=32, learning_rate=0.5, epochs=1, normalization="batch")
+    grid = {"normalization": ("batch", "none"), "learning_rate": (0.001, 0.01)}
+    chosen, scores = demo.tune(base, grid, {0: (), 1: ()})
+    assert (chosen.normalization, chosen.learning_rate) == ("none", 0.01)
+    assert chosen.batch_size == 32 and chosen.name == "m"
+    assert len(scores) == 4
+    assert scores[-1]["validation_mae_bpm"] == pytest.approx(1.5)  # mean over seeds 0 and 1
+
+
+def test_both_grids_give_each_model_the_same_number_of_candidates():
+    sizes = [
+        np.prod([len(values) for values in grid.values()])
+        for grid in (demo.NON_PRIVATE_GRID, demo.PRIVATE_GRID)
+    ]
+    assert sizes[0] == sizes[1]
+    assert "batch" not in demo.PRIVATE_GRID["normalization"]  # it mixes examples
