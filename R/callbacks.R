@@ -48,3 +48,32 @@ callback_privacy_budget <- function(n = NULL, batch_size = NULL, delta = 1e-5,
                         integers = accounting_integer_args)
   call_core("PrivacyBudget", args, frame_call(environment()))
 }
+
+#' Callback that averages the weights during training (free in privacy)
+#'
+#' Keeps an exponential moving average of the trainable weights, updated after
+#' every training batch with a warm-up (De et al. 2022), validates `fit()`'s
+#' validation data with the averaged weights, and leaves the model holding
+#' them when training ends. With noisy DP steps the average is usually closer
+#' to a good model than the last step. Averaging only combines models that DP
+#' training already released, so it is post-processing: it costs no privacy.
+#'
+#' @param decay Largest decay of the average, a number in \[0, 1). Defaults to
+#'   `0.99`; the average spans about `1 / (1 - decay)` steps, so 0.99 suits
+#'   runs of a few hundred steps and 0.999 runs of thousands.
+#' @param warmup Warm-up constant, a whole number >= 1. Defaults to `10`: at
+#'   step t the decay is `min(decay, (1 + t) / (warmup + t))`.
+#'
+#' @return A Python Keras callback object (`pydp_r.ParameterAveraging`) for the
+#'   `callbacks` list of `fit()`.
+#' @export
+#' @examplesIf pydp_r_available()
+#' averaging <- callback_parameter_averaging(decay = 0.99)
+#' # model$fit(poisson_batches(...), epochs = 20L, callbacks = list(averaging))
+callback_parameter_averaging <- function(decay = 0.99, warmup = 10) {
+  check_number(decay, "decay", min = 0, max = 1, max_open = TRUE)
+  check_count(warmup, "warmup")
+  args <- supplied_args(match.call(expand.dots = FALSE), environment(),
+                        integers = "warmup")
+  call_core("ParameterAveraging", args, frame_call(environment()))
+}

@@ -49,3 +49,38 @@ test_that("on poisson_batches() the callback logs the epsilon compute_epsilon() 
   expect_equal(logged, expected, tolerance = 1e-6)
   expect_lt(logged[[1]], logged[[2]])
 })
+
+test_that("bad averaging arguments fail in R, naming the argument", {
+  expect_error(callback_parameter_averaging(decay = 1), "`decay`")
+  expect_error(callback_parameter_averaging(decay = -0.1), "`decay`")
+  expect_error(callback_parameter_averaging(warmup = 0), "`warmup`")
+  expect_error(callback_parameter_averaging(warmup = 1.5), "`warmup`")
+})
+
+test_that("callback_parameter_averaging() leaves the model on the averaged weights", {
+  skip_if_no_core()
+  data <- regression_data(n = 256)
+  train <- function(decay) {
+    model <- linear_model()
+    model$compile(optimizer = optimizer_dp_sgd(l2_norm_clip = 1,
+                                               noise_multiplier = 1.3,
+                                               learning_rate = 0.1),
+                  loss = "mse")
+    averaging <- callback_parameter_averaging(decay = decay, warmup = 1)
+    expect_true(reticulate::import_builtins()$isinstance(
+      averaging, python_core()$ParameterAveraging
+    ))
+    expect_identical(averaging$warmup, 1L)
+    model$fit(data$x, data$y, batch_size = 32L, epochs = 2L, verbose = 0L,
+              callbacks = list(averaging))
+    list(final = as.numeric(model$get_weights()[[1]]),
+         raw = as.numeric(averaging$raw_weights[[1]]), steps = averaging$steps)
+  }
+  # Decay 0 averages nothing: the model keeps its last weights.
+  no_average <- train(decay = 0)
+  expect_equal(no_average$final, no_average$raw, tolerance = 1e-6)
+  # Decay 0.9 moves the model off its last noisy iterate, to the average.
+  averaged <- train(decay = 0.9)
+  expect_identical(averaged$steps, 16L)
+  expect_gt(max(abs(averaged$final - averaged$raw)), 1e-4)
+})
