@@ -474,7 +474,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--batch-size", type=int, default=None, help="DP batch (default: the planner's choice)"
     )
-    parser.add_argument("--learning-rate", type=float, default=0.01, help="DP-Adam's initial rate")
+    parser.add_argument(
+        "--learning-rate",
+        type=float,
+        default=3e-3,
+        help="DP-Adam's initial rate (what --tune chose)",
+    )
     parser.add_argument("--l2-norm-clip", type=float, default=1.0)
     parser.add_argument(
         "--averaging-decay",
