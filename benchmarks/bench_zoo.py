@@ -3,7 +3,7 @@
 The method is `bench_dp_step.py`'s: in one process the same model is compiled with plain Adam
 and with DP-Adam, both are warmed up (tracing excluded), then `fit()` epochs of `--steps`
 batches alternate for `--repeats` rounds; the ratio is the median over rounds of DP time /
-plain time of the same round. First trace: seconds of the DP model's first one-step `fit()`
+plain time of the same round, and the spread is its min-max over rounds. First trace: seconds of the DP model's first one-step `fit()`
 (tracing included). Peak memory: each configuration in its own process (peak resident set
 size of a short run). Which path DP took (fast or general) is reported as well.
 
@@ -32,7 +32,21 @@ ZOO = {
     "separable_small": ("separable", 32, (24, 24, 3), None, 10),
     "separable": ("separable", 64, (32, 32, 3), None, 10),
     "lstm_small": ("lstm", 32, (30, 8), None, 1),
+    "lstm": ("lstm", 64, (60, 16), None, 1),
+    "gru_small": ("gru", 32, (30, 8), None, 1),
     "gru": ("gru", 64, (60, 16), None, 1),
+    "simple_rnn_small": ("simple_rnn", 32, (30, 8), None, 1),
+    "simple_rnn": ("simple_rnn", 64, (60, 16), None, 1),
+    "conv1d_small": ("conv1d", 64, (128, 4), None, 5),
+    "conv1d": ("conv1d", 128, (256, 8), None, 5),
+    "conv3d_small": ("conv3d", 16, (8, 16, 16, 1), None, 5),
+    "conv3d": ("conv3d", 32, (12, 24, 24, 1), None, 5),
+    "conv_transpose_small": ("conv_transpose", 32, (8, 8, 8), None, 10),
+    "conv_transpose": ("conv_transpose", 64, (12, 12, 16), None, 10),
+    "group_norm_small": ("group_norm", 32, (24, 24, 3), None, 10),
+    "group_norm": ("group_norm", 64, (32, 32, 3), None, 10),
+    "depthwise_small": ("depthwise", 32, (24, 24, 8), None, 10),
+    "depthwise": ("depthwise", 64, (32, 32, 16), None, 10),
 }
 
 
@@ -69,9 +83,34 @@ def _build(name: str):
         x = layers.SeparableConv2D(64 if large else 32, 3, strides=2, activation="relu")(x)
         x = layers.GlobalAveragePooling2D()(x)
     elif family == "lstm":
-        x = layers.LSTM(32)(inputs)
+        x = layers.LSTM(64 if large else 32)(inputs)
+    elif family == "gru":
+        x = layers.GRU(64 if large else 32)(inputs)
+    elif family == "simple_rnn":
+        x = layers.SimpleRNN(64 if large else 32)(inputs)
+    elif family == "conv1d":
+        x = layers.Conv1D(32 if large else 16, 5, padding="same", activation="relu")(inputs)
+        x = layers.MaxPooling1D(2)(x)
+        x = layers.Conv1D(64 if large else 32, 5, padding="same", activation="relu")(x)
+        x = layers.GlobalAveragePooling1D()(x)
+    elif family == "conv3d":
+        x = layers.Conv3D(16 if large else 8, 3, padding="same", activation="relu")(inputs)
+        x = layers.MaxPooling3D(2)(x)
+        x = layers.Conv3D(32 if large else 16, 3, padding="same", activation="relu")(x)
+        x = layers.GlobalAveragePooling3D()(x)
+    elif family == "conv_transpose":
+        x = layers.Conv2DTranspose(16 if large else 8, 3, strides=2, padding="same")(inputs)
+        x = layers.Conv2D(16 if large else 8, 3, strides=2, activation="relu")(x)
+        x = layers.GlobalAveragePooling2D()(x)
+    elif family == "group_norm":
+        x = layers.Conv2D(32 if large else 16, 3, padding="same")(inputs)
+        x = layers.Activation("relu")(layers.GroupNormalization(8 if large else 4)(x))
+        x = layers.Conv2D(32 if large else 16, 3, strides=2, activation="relu")(x)
+        x = layers.GlobalAveragePooling2D()(x)
     else:
-        x = layers.GRU(64)(inputs)
+        x = layers.DepthwiseConv2D(3, padding="same", activation="relu")(inputs)
+        x = layers.DepthwiseConv2D(3, strides=2, activation="relu")(x)
+        x = layers.GlobalAveragePooling2D()(x)
     outputs = layers.Dense(classes)(x)
     loss = "mse" if classes == 1 else keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     return keras.Model(inputs, outputs), loss
@@ -138,6 +177,8 @@ def time_interleaved(name: str, steps: int, repeats: int) -> dict[str, float | s
         "plain": float(np.median(seconds["plain"])),
         "dp": float(np.median(seconds["dp"])),
         "ratio": float(np.median(ratios)),
+        "ratio_min": float(np.min(ratios)),
+        "ratio_max": float(np.max(ratios)),
         "first_trace": first_trace,
         "path": "fast" if reason is None else "general",
     }
@@ -174,10 +215,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     print(
-        f"| {'model':17} | batch | path    | plain ms | DP ms  | ratio | first trace s "
+        f"| {'model':17} | batch | path    | plain ms | DP ms  | ratio | spread    | first trace s "
         "| plain MiB | DP MiB | memory ratio |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for name in args.models:
         timing = _in_subprocess(
             "--timing", name, "--steps", str(args.steps), "--repeats", str(args.repeats)
@@ -190,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{timing['plain'] * 1e3:>8.1f}",
             f"{timing['dp'] * 1e3:>6.1f}",
             f"{timing['ratio']:>5.2f}",
+            f"{timing['ratio_min']:.2f}-{timing['ratio_max']:.2f}",
             f"{timing['first_trace']:>13.1f}",
             f"{memory['plain']:>9.0f}",
             f"{memory['dp']:>6.0f}",
