@@ -3,9 +3,10 @@
 The method is `bench_dp_step.py`'s: in one process the same model is compiled with plain Adam
 and with DP-Adam, both are warmed up (tracing excluded), then `fit()` epochs of `--steps`
 batches alternate for `--repeats` rounds; the ratio is the median over rounds of DP time /
-plain time of the same round, and the spread is its min-max over rounds. First trace: seconds of the DP model's first one-step `fit()`
-(tracing included). Peak memory: each configuration in its own process (peak resident set
-size of a short run). Which path DP took (fast or general) is reported as well.
+plain time of the same round, and the spread is its min-max over rounds. First trace:
+seconds of the DP model's first one-step `fit()` (tracing included). Peak memory: each
+configuration in its own process (peak resident set size of a short run). Which path DP took
+(fast or general) is reported as well.
 
     python benchmarks/bench_zoo.py                       # every model
     python benchmarks/bench_zoo.py --models lstm_small   # some
