@@ -369,20 +369,19 @@ def tune(
     Returns:
         The chosen recipe and, per candidate, its fields and mean validation MAE (bpm).
     """
-    scores = []
+    candidates, scores = [], []
     for values in itertools.product(*grid.values()):
-        candidate = replace(base, **dict(zip(grid, values, strict=True)))
+        fields = dict(zip(grid, values, strict=True))
+        candidates.append(replace(base, **fields))
         runs = [
-            train(candidate, arrays, seed, verbose, attack=False)
+            train(candidates[-1], arrays, seed, verbose, attack=False)
             for seed, arrays in arrays_by_seed.items()
         ]
         validation_mae = statistics.fmean(run.validation_mae_bpm for run in runs)
-        fields = dict(zip(grid, values, strict=True))
         scores.append({**fields, "validation_mae_bpm": validation_mae})
         print(f"  tune {base.name}: {scores[-1]}", flush=True)
     best = min(range(len(scores)), key=lambda index: scores[index]["validation_mae_bpm"])
-    chosen = {key: scores[best][key] for key in grid}
-    return replace(base, **chosen), scores
+    return candidates[best], scores
 
 
 def plot_histories(
@@ -520,7 +519,8 @@ def main(argv: list[str] | None = None) -> int:
     for seed in args.seeds:
         subject, source = load_subject(args.data_dir, args.subject, seed)
         arrays_by_seed[seed] = prepared_arrays(subject, scaling)
-        baselines.append(training_mean_baseline(arrays_by_seed[seed][1], arrays_by_seed[seed][5]))
+        _, y_fit, _, _, _, y_test = arrays_by_seed[seed]
+        baselines.append(training_mean_baseline(y_fit, y_test))
         sources.append(source)
     n = len(arrays_by_seed[args.seeds[0]][1])
     decay = args.averaging_decay if args.averaging_decay > 0 else None
