@@ -33,7 +33,7 @@ test-fast: $(VENV)/.test-installed
 
 # The core suites again on the lowest supported TensorFlow/Keras pair (pyproject's floor).
 LOWEST_VENV := .venv-lowest
-LOWEST_PINS := "tensorflow==2.21.0" "keras==3.15.0" "dp-accounting==0.6.0" "numpy<2" scipy pandas
+LOWEST_PINS := "tensorflow==2.16.2" "keras==3.11.3" "dp-accounting==0.6.0" "numpy<2" scipy pandas
 CORE_TESTS := tests/python/test_keras_contract.py tests/python/test_optimizers.py \
 	tests/python/test_callbacks.py tests/python/test_sampling.py tests/python/test_clipping.py \
 	tests/python/test_fast_clipping.py tests/python/test_accounting.py

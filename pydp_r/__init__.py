@@ -11,9 +11,37 @@ load only the accounting (dp-accounting, no TensorFlow); a DP optimizer loads Ke
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
+import os
+import sys
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+
+def _onednn_off_for_old_tensorflow() -> None:
+    """Turn oneDNN's kernels off for TensorFlow 2.16-2.20 if TensorFlow is not loaded yet.
+
+    With them on, those releases return wrong vectorized per-example gradients (see
+    `pydp_r._keras_seam.check_tensorflow`, which refuses that combination). A value the user
+    set for TF_ENABLE_ONEDNN_OPTS is left alone; importing TensorFlow is left for later.
+    """
+    if "tensorflow" in sys.modules or "TF_ENABLE_ONEDNN_OPTS" in os.environ:
+        return
+    for distribution in ("tensorflow", "tensorflow-cpu"):
+        try:
+            version = importlib.metadata.version(distribution)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        major, minor = (
+            int("".join(c for c in p if c.isdigit()) or 0) for p in version.split(".")[:2]
+        )
+        if (major, minor) < (2, 21):
+            os.environ["TF_ENABLE_ONEDNN_OPTS"] = "0"
+        return
+
+
+_onednn_off_for_old_tensorflow()
 
 # Public name -> module that defines it.
 _LAZY_NAMES = {

@@ -8,6 +8,7 @@ Keras release moves one of these, this module and its contract tests
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 from collections.abc import Callable, Iterator
@@ -19,17 +20,28 @@ from keras.src.backend.tensorflow import trainer as _tensorflow_trainer
 from keras.src.backend.tensorflow.trainer import TensorFlowTrainer
 from keras.src.losses import loss as _loss_module
 from keras.src.models.functional import Functional
+from tensorflow.python.util import _pywrap_util_port
 
-# The Keras releases this seam and its contract tests were run against (inclusive floor).
-SUPPORTED_KERAS = (3, 15)
+# The Keras and TensorFlow releases this seam and its contract tests were run against
+# (inclusive floors).
+SUPPORTED_KERAS = (3, 11)
+SUPPORTED_TENSORFLOW = (2, 16)
+# From this TensorFlow on, oneDNN's kernels give right vectorized per-example gradients.
+ONEDNN_SAFE_TENSORFLOW = (2, 21)
+# From this Keras on, a layer's activity regularization loss is a mean over the batch; before,
+# it was a sum.
+ACTIVITY_LOSS_MEAN_KERAS = (3, 14)
 
 __all__ = [
     "Functional",
     "SUPPORTED_KERAS",
+    "SUPPORTED_TENSORFLOW",
     "TensorFlowTrainer",
+    "activity_losses_as_keras_sums",
     "call_has_training_arg",
     "causal_padding",
     "check_keras_version",
+    "check_tensorflow",
     "compiled_loss_metrics",
     "compute_loss",
     "dataset_inputs",
@@ -94,23 +106,90 @@ def optimizer_batches_seen(optimizer: keras.optimizers.Optimizer) -> Any:
     return optimizer._iterations
 
 
-def check_keras_version(version: str = keras.__version__) -> None:
-    """Refuse a Keras older than `SUPPORTED_KERAS`, naming the fix.
-
-    Raises:
-        ImportError: For Keras < 3.15: on 3.11-3.13 the contract suite fails (regularized
-            steps differ from Keras' own) and TensorFlow aborts in vectorized per-example code.
-    """
+def major_minor(version: str) -> tuple[int, int]:
+    """`"3.15.1"` -> `(3, 15)`; pre-release tails (`"2.21.0rc1"`) are ignored."""
     parts = []
     for part in version.split(".")[:2]:
         digits = "".join(ch for ch in part if ch.isdigit())
         parts.append(int(digits or 0))
-    if tuple(parts) < SUPPORTED_KERAS:
+    return parts[0], parts[1] if len(parts) > 1 else 0
+
+
+def check_keras_version(version: str = keras.__version__) -> None:
+    """Refuse a Keras older than `SUPPORTED_KERAS`, naming the fix.
+
+    Raises:
+        ImportError: For Keras < 3.11: `import pydp_r` fails on 3.3-3.4, DP training on
+            3.5-3.7, the LayerNormalization fast path and multi-worker training on 3.8-3.10.
+    """
+    if major_minor(version) < SUPPORTED_KERAS:
         floor = ".".join(map(str, SUPPORTED_KERAS))
         raise ImportError(
             f"pydp_r needs Keras >= {floor} (Keras 3 on the TensorFlow backend); found Keras "
             f"{version}. Upgrade with `pip install 'keras>={floor}'`."
         )
+
+
+def check_tensorflow(version: str = tf.__version__, onednn_enabled: bool | None = None) -> None:
+    """Refuse a TensorFlow that would train wrongly, naming the fix.
+
+    Args:
+        version: TensorFlow's version.
+        onednn_enabled: Whether TensorFlow runs oneDNN's kernels (None: ask TensorFlow).
+
+    Raises:
+        ImportError: For TensorFlow < 2.16, and for 2.16-2.20 with oneDNN's kernels on (the
+            default on x86 Linux): there `tf.vectorized_map` over a batched matrix product
+            returns wrong per-example gradients for half the batch, or aborts the process,
+            so clipping would not bound what it claims to. `import pydp_r` turns oneDNN off
+            itself when it comes before TensorFlow's import.
+    """
+    found = major_minor(version)
+    if found < SUPPORTED_TENSORFLOW:
+        floor = ".".join(map(str, SUPPORTED_TENSORFLOW))
+        raise ImportError(
+            f"pydp_r needs TensorFlow >= {floor}; found {version}. Upgrade with "
+            f"`pip install 'tensorflow>={floor}'`."
+        )
+    if onednn_enabled is None:
+        onednn_enabled = bool(_pywrap_util_port.IsMklEnabled())
+    if found < ONEDNN_SAFE_TENSORFLOW and onednn_enabled:
+        safe = ".".join(map(str, ONEDNN_SAFE_TENSORFLOW))
+        raise ImportError(
+            f"TensorFlow {version} with oneDNN's kernels on computes wrong per-example "
+            "gradients under tf.vectorized_map, so DP clipping would not hold. Set the "
+            "environment variable TF_ENABLE_ONEDNN_OPTS=0 before TensorFlow is imported "
+            f"(or import pydp_r first), or upgrade with `pip install 'tensorflow>={safe}'`."
+        )
+
+
+@contextlib.contextmanager
+def activity_losses_as_keras_sums(model: keras.Model, num_units: Any) -> Iterator[None]:
+    """Make each unit's activity regularization loss what Keras' own step counts for it.
+
+    On Keras < 3.14 an activity regularization loss is summed over the batch, so a batch of
+    `num_units` units counts each unit's loss `num_units` times over the mean the DP step
+    takes; within this context it is scaled by `num_units`. On 3.14+ (a mean over the batch)
+    nothing changes.
+    """
+    if major_minor(keras.__version__) >= ACTIVITY_LOSS_MEAN_KERAS:
+        yield
+        return
+    regularized = [
+        layer for layer in flatten_layers(model) if layer.activity_regularizer is not None
+    ]
+    originals = [layer.activity_regularizer for layer in regularized]
+
+    def scaled(regularizer: Callable[[Any], Any]) -> Callable[[Any], Any]:
+        return lambda outputs: regularizer(outputs) * tf.cast(num_units, outputs.dtype)
+
+    try:
+        for layer, regularizer in zip(regularized, originals, strict=True):
+            layer.activity_regularizer = scaled(regularizer)
+        yield
+    finally:
+        for layer, regularizer in zip(regularized, originals, strict=True):
+            layer.activity_regularizer = regularizer
 
 
 # --- Patches: the DP train step and fit() bookkeeping, and two multi-worker work-arounds ---

@@ -44,6 +44,7 @@ def _refuse_change(name: str) -> None:
 
 
 _keras_seam.check_keras_version()
+_keras_seam.check_tensorflow()
 
 
 class NoPrivacyWarning(UserWarning):

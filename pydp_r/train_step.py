@@ -160,13 +160,15 @@ def dp_train_step(model: keras.Model, data: Any) -> dict[str, Any]:
                 y_pred = forward(unit["x"])
                 return loss_of(unit["x"], unit, y_pred) * loss_scale, y_pred
 
-            result = clipping.clipped_gradient_sum(
-                unit_loss,
-                {"x": x_units, **targets_units},
-                trainable_weights,
-                scaled_clip,
-                num_microbatches,
-            )
+            units = num_microbatches or tf.shape(tf.nest.flatten(x_units)[0])[0]
+            with _keras_seam.activity_losses_as_keras_sums(model, units):
+                result = clipping.clipped_gradient_sum(
+                    unit_loss,
+                    {"x": x_units, **targets_units},
+                    trainable_weights,
+                    scaled_clip,
+                    num_microbatches,
+                )
     gradient_sums, unit_losses, y_pred, num_units = result
     rows = tf.shape(tf.nest.flatten(x_units)[0])[0]
     # Microbatch padding: average over the units the real rows fill (batch / rows per unit),

@@ -205,44 +205,112 @@ class ConvRule:
     def unit_gradients(
         self, layer: keras.layers.Layer, saved: tf.Tensor, z_grad: tf.Tensor, num_units: Any
     ) -> UnitGradients:
-        saved = tf.cast(saved, z_grad.dtype)
-        grads = per_unit(z_grad, num_units)  # (units, positions, out_channels)
-        output_spatial = _static_spatial(z_grad)
-        kernel_positions = math.prod(layer.kernel_size)
-        in_channels, out_channels = layer.kernel.shape[-2], layer.kernel.shape[-1]
-        ghost = output_spatial is not None and ghost_is_cheaper(
-            grads.shape[1], kernel_positions, in_channels, out_channels
+        norms, kernel_grads = _kernel_gradients(
+            layer, tf.cast(saved, z_grad.dtype), z_grad, _static_spatial(z_grad), num_units
         )
-        use_offsets = layer.rank == 3 or (
-            output_spatial is not None
-            and not ghost
-            and in_channels >= OFFSETS_MIN_IN_CHANNELS
-            and math.prod(output_spatial) >= OFFSETS_MIN_POSITIONS
+        return _with_bias(layer, norms, kernel_grads, per_unit(z_grad, num_units))
+
+
+def _kernel_gradients(
+    layer: keras.layers.Layer,
+    views_of: tf.Tensor,
+    meets: tf.Tensor,
+    output_spatial: list[int] | None,
+    num_units: Any,
+) -> tuple[tf.Tensor | None, tf.Tensor | None]:
+    """Per-unit kernel gradient of a convolution, or only its squared norm.
+
+    The kernel gradient at offset `o` is `sum_t views_of[t * stride + o * dilation] meets_t^T`
+    over the positions `t` of `meets` (`output_spatial`): for a convolution `views_of` is its
+    input and `meets` the gradient at its output; for a transposed convolution the two swap.
+    Picks by `ghost_is_cheaper` and the offsets thresholds between shifted views (formed) and
+    patches (ghost norm or formed, by Dense's rule). Returns `(squared_norms, None)` or
+    `(None, gradients (units, *layer.kernel.shape))`.
+    """
+    grads = per_unit(meets, num_units)  # (units, positions, channels of `meets`)
+    kernel_positions = math.prod(layer.kernel_size)
+    in_channels, out_channels = views_of.shape[-1], meets.shape[-1]
+    ghost = output_spatial is not None and ghost_is_cheaper(
+        grads.shape[1], kernel_positions, in_channels, out_channels
+    )
+    use_offsets = layer.rank == 3 or (
+        output_spatial is not None
+        and not ghost
+        and in_channels >= OFFSETS_MIN_IN_CHANNELS
+        and math.prod(output_spatial) >= OFFSETS_MIN_POSITIONS
+    )
+    if not use_offsets:
+        patches = per_unit(_patches(layer, views_of), num_units)
+        norms, kernel_grads = outer_product_gradients(patches, grads)
+        if kernel_grads is None:
+            return norms, None
+    elif output_spatial is None:
+        raise NotSupported(f"layer '{layer.name}' has output sizes unknown at trace time")
+    else:
+        kernel_grads = tf.stack(
+            _offset_products(layer, views_of, grads, output_spatial, num_units), axis=1
         )
-        if not use_offsets:
-            # Patches, then the ghost norm or the formed gradients by Dense's cost rule.
-            patches = per_unit(_patches(layer, saved), num_units)
-            norms, kernel_grads = outer_product_gradients(patches, grads)
-            if kernel_grads is not None:
-                kernel_grads = tf.reshape(kernel_grads, [-1, *layer.kernel.shape])
-        elif output_spatial is None:
-            raise NotSupported(f"layer '{layer.name}' has output sizes unknown at trace time")
-        else:
-            kernel_grads = tf.stack(
-                _offset_products(layer, saved, grads, output_spatial, num_units), axis=1
-            )
-            kernel_grads = tf.reshape(kernel_grads, [-1, *layer.kernel.shape])
-            norms = None
-        gradients = None if kernel_grads is None else [kernel_grads]
+    return None, tf.reshape(kernel_grads, [-1, *layer.kernel.shape])
+
+
+def _with_bias(
+    layer: keras.layers.Layer,
+    norms: tf.Tensor | None,
+    kernel_grads: tf.Tensor | None,
+    grads: tf.Tensor,
+) -> UnitGradients:
+    """Adds the bias gradient (from `grads`, the per-unit gradient at the output) to the
+    kernel's norms or formed gradients."""
+    bias_grads = _bias_gradients(grads) if layer.use_bias else None
+    if kernel_grads is not None:
+        gradients = [kernel_grads] if bias_grads is None else [kernel_grads, bias_grads]
+        return UnitGradients(gradients_squared_norms(gradients), gradients)
+    if bias_grads is not None:
+        norms += tf.reduce_sum(tf.square(bias_grads), axis=1)
+    return UnitGradients(norms)
+
+
+@register(keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose, keras.layers.Conv3DTranspose)
+class ConvTransposeRule:
+    """A transposed convolution is the input gradient of a convolution with the same kernel,
+    strides, padding and dilation, from its output space to its input space. So its kernel
+    gradient is that convolution's kernel gradient with the roles swapped: shifted views (or
+    patches) of the gradient at the output meet the layer's input. The kernel's layout
+    `(k..., filters, in_channels)` is the convolution's `(k..., in, out)`."""
+
+    def supports(self, layer: keras.layers.Layer) -> bool:
+        return (
+            layer.data_format == "channels_last"
+            and layer.padding in ("valid", "same")
+            and getattr(layer, "quantization_mode", None) is None
+            and len(layer.trainable_weights) == 1 + int(layer.use_bias)
+        )
+
+    def forward(
+        self, layer: keras.layers.Layer, inputs: tf.Tensor
+    ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        z = keras.ops.conv_transpose(
+            inputs,
+            layer.kernel,
+            strides=list(layer.strides),
+            padding=layer.padding,
+            output_padding=layer.output_padding,
+            dilation_rate=layer.dilation_rate,
+            data_format=layer.data_format,
+        )
         if layer.use_bias:
-            bias_grads = _bias_gradients(grads)
-            if gradients is not None:
-                gradients.append(bias_grads)
-            elif norms is not None:
-                norms += tf.reduce_sum(tf.square(bias_grads), axis=1)
-        if gradients is not None:
-            return UnitGradients(gradients_squared_norms(gradients), gradients)
-        return UnitGradients(norms)
+            z = keras.ops.add(z, layer.bias)
+        outputs = layer.activation(z) if layer.activation is not None else z
+        return z, outputs, inputs
+
+    def unit_gradients(
+        self, layer: keras.layers.Layer, saved: tf.Tensor, z_grad: tf.Tensor, num_units: Any
+    ) -> UnitGradients:
+        inputs = tf.cast(saved, z_grad.dtype)
+        norms, kernel_grads = _kernel_gradients(
+            layer, z_grad, inputs, _static_spatial(inputs), num_units
+        )
+        return _with_bias(layer, norms, kernel_grads, per_unit(z_grad, num_units))
 
 
 def _sum_per_unit(per_example: tf.Tensor, num_units: Any) -> tf.Tensor:

@@ -28,7 +28,7 @@ register_per_example(
         "GlobalAveragePooling2D GlobalAveragePooling3D Concatenate Add Subtract Multiply Average "
         "Maximum Minimum Dot Rescaling Identity UnitNormalization Masking "
         # With weights but no rule: vectorized over the batch, layer by layer.
-        "Conv1DTranspose Conv2DTranspose Conv3DTranspose PReLU "
+        "PReLU "
         "Bidirectional RMSNormalization"
     )
 )

@@ -5,6 +5,9 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
+import pydp_r  # noqa: E402, F401  (before TensorFlow: on TF < 2.21 it turns oneDNN off)
+
+# isort: split
 import keras  # noqa: E402
 import pytest  # noqa: E402
 

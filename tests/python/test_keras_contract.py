@@ -5,6 +5,9 @@ Keras optimizer and one with its DP version (noise 0, clip 1e6), and requires th
 and the same logs afterwards. A Keras release that changes its train step breaks one of these.
 """
 
+import importlib.metadata
+import os
+import sys
 import warnings
 
 import keras
@@ -239,7 +242,61 @@ def test_dp_parameters_are_read_only_after_construction():
 def test_keras_versions_below_the_floor_are_refused():
     from pydp_r import _keras_seam
 
-    _keras_seam.check_keras_version("3.15.0")
+    _keras_seam.check_keras_version("3.11.0")
     _keras_seam.check_keras_version("3.16.2")
-    with pytest.raises(ImportError, match="Keras >= 3.15"):
-        _keras_seam.check_keras_version("3.13.2")
+    with pytest.raises(ImportError, match="Keras >= 3.11"):
+        _keras_seam.check_keras_version("3.10.9")
+
+
+def test_tensorflow_that_would_clip_wrongly_is_refused():
+    from pydp_r import _keras_seam
+
+    _keras_seam.check_tensorflow("2.21.0", onednn_enabled=True)
+    _keras_seam.check_tensorflow("2.16.2", onednn_enabled=False)
+    with pytest.raises(ImportError, match="TF_ENABLE_ONEDNN_OPTS=0"):
+        _keras_seam.check_tensorflow("2.20.0", onednn_enabled=True)
+    with pytest.raises(ImportError, match="TensorFlow >= 2.16"):
+        _keras_seam.check_tensorflow("2.15.1", onednn_enabled=False)
+    _keras_seam.check_tensorflow()  # the TensorFlow these tests run on passes
+
+
+@pytest.mark.parametrize(
+    ("installed", "user_value", "expected"),
+    [("2.19.1", None, "0"), ("2.21.0", None, None), ("2.16.2", "1", "1")],
+)
+def test_importing_pydp_r_first_turns_onednn_off_on_old_tensorflow(
+    monkeypatch, installed, user_value, expected
+):
+    monkeypatch.delitem(sys.modules, "tensorflow")  # as if TensorFlow were not loaded yet
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: installed)
+    if user_value is None:
+        monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS", raising=False)
+    else:
+        monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", user_value)
+    pydp_r._onednn_off_for_old_tensorflow()
+    assert os.environ.get("TF_ENABLE_ONEDNN_OPTS") == expected
+
+
+@pytest.mark.parametrize(("keras_version", "factor"), [("3.13.2", 4.0), ("3.14.0", 1.0)])
+def test_activity_losses_are_counted_as_the_keras_release_counts_them(
+    monkeypatch, keras_version, factor
+):
+    # Keras < 3.14 sums a layer's activity regularization over the batch, 3.14+ averages it:
+    # on the older releases each unit's share is scaled by the number of units, so the DP step
+    # with noise 0 and a loose clip stays Keras' step (test_regularizers, run on both ends).
+    from pydp_r import _keras_seam
+
+    model = keras.Sequential(
+        [keras.Input((3,)), keras.layers.Dense(2, activity_regularizer=keras.regularizers.L2(1.0))]
+    )
+    x = np.ones((1, 3), "float32")
+    model(x)
+    plain = float(keras.ops.sum(model.losses))
+    monkeypatch.setattr(keras, "__version__", keras_version)
+    with _keras_seam.activity_losses_as_keras_sums(model, 4):
+        model(x)
+        scaled = float(keras.ops.sum(model.losses))
+    model(x)
+    assert float(keras.ops.sum(model.losses)) == pytest.approx(plain)  # restored
+    assert plain > 0
+    assert scaled == pytest.approx(factor * plain)
