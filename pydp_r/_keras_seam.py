@@ -20,6 +20,7 @@ from keras.src.backend.tensorflow import trainer as _tensorflow_trainer
 from keras.src.backend.tensorflow.trainer import TensorFlowTrainer
 from keras.src.losses import loss as _loss_module
 from keras.src.models.functional import Functional
+from tensorflow.python.ops.parallel_for import pfor as _pfor
 from tensorflow.python.util import _pywrap_util_port
 
 # The Keras and TensorFlow releases this seam and its contract tests were run against
@@ -190,6 +191,57 @@ def activity_losses_as_keras_sums(model: keras.Model, num_units: Any) -> Iterato
     finally:
         for layer, regularizer in zip(regularized, originals, strict=True):
             layer.activity_regularizer = regularizer
+
+
+# --- Vectorizing matrix products without broadcast batch dimensions ---
+#
+# tf.vectorized_map turns `tf.matmul(x, w)` inside the loop into one BatchMatMulV2 whose batch
+# dimensions broadcast (x `(examples, 1, T, k)` against w `(k, n)`). oneDNN's kernel for such a
+# product (TensorFlow 2.16-2.21 on x86, its default) returns wrong values for part of the batch
+# or corrupts the heap: per-example gradient norms then come out wrong and clipping would not
+# bound them. A user's layer calling `tf.matmul` on sequences, or any Dense on Keras < 3.14,
+# hits this. The converter below never asks a kernel to broadcast batch dimensions.
+
+
+def _matrix_transpose(tensor: tf.Tensor, adjoint: bool) -> tf.Tensor:
+    return tf.linalg.matrix_transpose(tensor, conjugate=True) if adjoint else tensor
+
+
+def _batch_matmul_without_broadcast(pfor_input: Any) -> Any:
+    """pfor converter for BatchMatMulV2 (per-iteration `x @ y`, with adjoint flags)."""
+    x, y = pfor_input.input(0), pfor_input.input(1)
+    adj_x, adj_y = pfor_input.get_attr("adj_x"), pfor_input.get_attr("adj_y")
+    if x.is_stacked and not y.is_stacked and y.t.shape.rank == 2:
+        # (loop, ..., m, k) @ (k, n): one plain matrix product over all leading dimensions.
+        output = tf.tensordot(
+            _matrix_transpose(x.t, adj_x), _matrix_transpose(y.t, adj_y), axes=[[-1], [0]]
+        )
+        return _pfor.wrap(output, True)
+    if y.is_stacked and not x.is_stacked and x.t.shape.rank == 2:
+        # (m, k) @ (loop, ..., k, n) as ((loop, ..., n, k) @ (k, m))^T.
+        transposed = tf.tensordot(
+            _matrix_transpose(_matrix_transpose(y.t, adj_y), True),
+            _matrix_transpose(_matrix_transpose(x.t, adj_x), True),
+            axes=[[-1], [0]],
+        )
+        return _pfor.wrap(_matrix_transpose(transposed, True), True)
+    # Otherwise: both operands with the loop dimension, their batch dimensions broadcast
+    # explicitly, so the kernel multiplies equal batch shapes.
+    pfor_input.stack_inputs()
+    pfor_input.expanddim_inputs_for_broadcast()
+    x, y = pfor_input.input(0).t, pfor_input.input(1).t
+    if x.shape.is_fully_defined() and y.shape.is_fully_defined():
+        batch = tf.broadcast_static_shape(x.shape[:-2], y.shape[:-2]).as_list()
+        x = tf.broadcast_to(x, [*batch, *x.shape[-2:]])
+        y = tf.broadcast_to(y, [*batch, *y.shape[-2:]])
+    else:
+        batch = tf.broadcast_dynamic_shape(tf.shape(x)[:-2], tf.shape(y)[:-2])
+        x = tf.broadcast_to(x, tf.concat([batch, tf.shape(x)[-2:]], 0))
+        y = tf.broadcast_to(y, tf.concat([batch, tf.shape(y)[-2:]], 0))
+    return _pfor.wrap(tf.linalg.matmul(x, y, adjoint_a=adj_x, adjoint_b=adj_y), True)
+
+
+_pfor._pfor_converter_registry["BatchMatMulV2"] = _batch_matmul_without_broadcast
 
 
 # --- Patches: the DP train step and fit() bookkeeping, and two multi-worker work-arounds ---

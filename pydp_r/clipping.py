@@ -14,6 +14,8 @@ from typing import Any
 
 import tensorflow as tf
 
+from pydp_r import _keras_seam  # noqa: F401  (vectorized matrix products without broadcasting)
+
 # Added to a norm before dividing by it, so that an all-zero gradient gets factor 1, not NaN.
 _NORM_EPSILON = 1e-12
 

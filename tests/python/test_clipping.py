@@ -1,5 +1,6 @@
 """Per-example clipping: the clipped sum against closed forms on a linear loss."""
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -78,3 +79,41 @@ def test_aux_outputs_come_back_in_batch_order():
         lambda unit: (tf.reduce_mean(tf.linalg.matvec(unit, w)), unit * 2.0), x, [w], 1.0, 3
     )
     np.testing.assert_allclose(aux.numpy(), x.numpy() * 2.0)
+
+
+def test_a_users_tf_matmul_layer_gets_exact_per_example_norms():
+    # tf.vectorized_map turns tf.matmul(x, w) on sequences into a batch-broadcast product that
+    # oneDNN computes wrongly for part of the batch; the seam's converter avoids broadcasting.
+    class SequenceDense(keras.layers.Layer):
+        def build(self, input_shape):
+            self.w = self.add_weight(shape=(input_shape[-1], 3))
+
+        def call(self, inputs):
+            return tf.matmul(inputs, self.w)
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [keras.Input((12, 2)), SequenceDense(), keras.layers.Flatten(), keras.layers.Dense(1)]
+    )
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.normal(size=(8, 12, 2)).astype("float32"))
+    y = tf.constant(rng.normal(size=(8, 1)).astype("float32") * 10)
+    mse = keras.losses.MeanSquaredError()
+
+    def unit_loss(unit):
+        predictions = model(unit["x"], training=True)
+        return mse(unit["y"], predictions), predictions
+
+    sums, _, _, _ = clipping.clipped_gradient_sum(
+        unit_loss, {"x": x, "y": y}, model.trainable_weights, 1.0
+    )
+    want = [tf.zeros_like(w) for w in model.trainable_weights]
+    for i in range(8):
+        with tf.GradientTape() as tape:
+            loss = mse(y[i : i + 1], model(x[i : i + 1], training=True))
+        grads = tape.gradient(loss, model.trainable_weights)
+        norm = float(tf.linalg.global_norm(grads))
+        assert norm > 1.0  # every example is clipped
+        want = [s + g / norm for s, g in zip(want, grads, strict=True)]
+    for got, expected in zip(sums, want, strict=True):
+        np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-4, atol=1e-5)
