@@ -170,6 +170,13 @@ def _conv_inputs(layer: keras.layers.Layer, inputs: tf.Tensor) -> tuple[tf.Tenso
     return inputs, layer.padding
 
 
+def _biased_and_activated(layer: keras.layers.Layer, z: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """`(z + bias, activation(z + bias))` for a convolution layer's pre-bias output `z`."""
+    if layer.use_bias:
+        z = keras.ops.add(z, layer.bias)
+    return z, layer.activation(z) if layer.activation is not None else z
+
+
 def _bias_gradients(grads: tf.Tensor) -> tf.Tensor:
     return tf.reduce_sum(grads, axis=1)
 
@@ -197,9 +204,7 @@ class ConvRule:
             dilation_rate=layer.dilation_rate,
             data_format=layer.data_format,
         )
-        if layer.use_bias:
-            z = keras.ops.add(z, layer.bias)
-        outputs = layer.activation(z) if layer.activation is not None else z
+        z, outputs = _biased_and_activated(layer, z)
         return z, outputs, inputs
 
     def unit_gradients(
@@ -298,9 +303,7 @@ class ConvTransposeRule:
             dilation_rate=layer.dilation_rate,
             data_format=layer.data_format,
         )
-        if layer.use_bias:
-            z = keras.ops.add(z, layer.bias)
-        outputs = layer.activation(z) if layer.activation is not None else z
+        z, outputs = _biased_and_activated(layer, z)
         return z, outputs, inputs
 
     def unit_gradients(
@@ -407,9 +410,7 @@ class DepthwiseConvRule:
             dilation_rate=layer.dilation_rate,
             data_format=layer.data_format,
         )
-        if layer.use_bias:
-            z = keras.ops.add(z, layer.bias)
-        outputs = layer.activation(z) if layer.activation is not None else z
+        z, outputs = _biased_and_activated(layer, z)
         return z, outputs, inputs
 
     def unit_gradients(
@@ -443,9 +444,7 @@ class SeparableConvRule:
         )
         pointwise = tf.reshape(layer.pointwise_kernel, layer.pointwise_kernel.shape[-2:])
         z = keras.ops.matmul(depthwise, pointwise)
-        if layer.use_bias:
-            z = keras.ops.add(z, layer.bias)
-        outputs = layer.activation(z) if layer.activation is not None else z
+        z, outputs = _biased_and_activated(layer, z)
         return z, outputs, (inputs, depthwise)
 
     def unit_gradients(
