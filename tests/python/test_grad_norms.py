@@ -209,7 +209,26 @@ def _cases():
             (8, 8, 8),
             None,
         ),
+        "conv2d_strided_offsets": (
+            # 9x8 outputs of 8 channels: shifted views of an input split by unequal strides,
+            # whose padded sizes (19, 24) need an extra row to be a multiple of them.
+            lambda: _sequential(
+                (17, 23, 8), *_head(L.Conv2D(3, 3, strides=(2, 3), padding="same"))
+            ),
+            (17, 23, 8),
+            None,
+        ),
+        "conv1d_strided_offsets": (
+            lambda: _sequential((203, 8), *_head(L.Conv1D(2, 5, strides=3))),
+            (203, 8),
+            None,
+        ),
         "conv3d": (lambda: _sequential((4, 4, 4, 2), *_head(L.Conv3D(3, 2))), (4, 4, 4, 2), None),
+        "conv3d_offsets": (
+            lambda: _sequential((6, 9, 9, 8), *_head(L.Conv3D(2, 3, strides=(1, 2, 2)))),
+            (6, 9, 9, 8),
+            None,
+        ),
         "conv2d_transpose": (
             lambda: _sequential(image, *_head(L.Conv2DTranspose(2, 3, strides=2))),
             image,
