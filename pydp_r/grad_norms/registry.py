@@ -184,17 +184,20 @@ def gradients_squared_norms(gradients: list[tf.Tensor]) -> tf.Tensor:
 
 
 def outer_product_gradients(
-    activations: tf.Tensor, z_grads: tf.Tensor
+    activations: tf.Tensor, z_grads: tf.Tensor, positions_last: bool = False
 ) -> tuple[tf.Tensor, tf.Tensor | None]:
     """Per-unit `||sum_t a_t g_t^T||_F^2` for `a` `(units, T, d_in)` and `g` `(units, T, d_out)`.
 
-    Picks by static shape the cheaper way: the ghost norm (Gram matrices, cost T^2 (d_in + d_out))
-    or forming the per-unit gradient `sum_t a_t g_t^T` (cost T d_in d_out; its memory,
-    units * d_in * d_out, is then at most that of `a` and `g`). Returns `(squared_norms,
-    gradients)`, gradients `(units, d_in, d_out)` when formed, else None. With one position the
-    norm is `||a||^2 ||g||^2` and nothing is formed.
+    With `positions_last`, `a` is `(units, d_in, T)`. Picks by static shape the cheaper way:
+    the ghost norm (Gram matrices, cost T^2 (d_in + d_out)) or forming the per-unit gradient
+    `sum_t a_t g_t^T` (cost T d_in d_out; its memory, units * d_in * d_out, is then at most that
+    of `a` and `g`). Returns `(squared_norms, gradients)`, gradients `(units, d_in, d_out)` when
+    formed, else None. With one position the norm is `||a||^2 ||g||^2` and nothing is formed.
     """
-    positions, d_in, d_out = activations.shape[1], activations.shape[2], z_grads.shape[2]
+    d_in, positions = activations.shape[1], activations.shape[2]
+    if not positions_last:
+        positions, d_in = d_in, positions
+    d_out = z_grads.shape[2]
     if positions == 1:
         norms = tf.reduce_sum(tf.square(activations), [1, 2]) * tf.reduce_sum(
             tf.square(z_grads), [1, 2]
@@ -207,9 +210,14 @@ def outer_product_gradients(
         and positions * (d_in + d_out) < d_in * d_out
     )
     if use_ghost:
-        activation_gram = tf.linalg.matmul(activations, activations, transpose_b=True)
+        activation_gram = tf.linalg.matmul(
+            activations, activations, transpose_a=positions_last, transpose_b=not positions_last
+        )
         grad_gram = tf.linalg.matmul(z_grads, z_grads, transpose_b=True)
         return tf.reduce_sum(activation_gram * grad_gram, [1, 2]), None
+    if positions_last:
+        gradients = tf.linalg.matmul(activations, z_grads)
+        return tf.reduce_sum(tf.square(gradients), [1, 2]), gradients
     # g^T a (then transposed) runs about twice as fast on CPU as a^T g for these shapes.
     transposed = tf.linalg.matmul(z_grads, activations, transpose_a=True)
     return tf.reduce_sum(tf.square(transposed), [1, 2]), tf.transpose(transposed, [0, 2, 1])

@@ -218,18 +218,56 @@ def test_ghost_norms_are_chosen_when_the_batch_size_is_unknown_at_trace_time(mon
     ("positions", "d_in", "d_out", "formed"),
     [(1, 5, 3, False), (12, 2, 3, True), (4, 40, 64, False), (7, 9, 9, True)],
 )
-def test_outer_product_norms_equal_the_formed_per_unit_gradients(positions, d_in, d_out, formed):
+@pytest.mark.parametrize("positions_last", [False, True])
+def test_outer_product_norms_equal_the_formed_per_unit_gradients(
+    positions, d_in, d_out, formed, positions_last
+):
     from pydp_r.grad_norms import registry
 
     rng = np.random.default_rng(positions)
     activations = tf.constant(rng.normal(size=(5, positions, d_in)), tf.float32)
     z_grads = tf.constant(rng.normal(size=(5, positions, d_out)), tf.float32)
     want = np.einsum("utd,utf->udf", activations.numpy(), z_grads.numpy())
-    norms, gradients = registry.outer_product_gradients(activations, z_grads)
+    given = tf.transpose(activations, [0, 2, 1]) if positions_last else activations
+    norms, gradients = registry.outer_product_gradients(given, z_grads, positions_last)
     np.testing.assert_allclose(norms.numpy(), np.sum(want**2, axis=(1, 2)), rtol=1e-5)
     assert (gradients is not None) == formed
     if formed:
         np.testing.assert_allclose(gradients.numpy(), want, rtol=1e-5, atol=1e-5)
+
+
+def test_a_convolution_over_sequences_of_unknown_length_gets_the_same_clipped_sum():
+    # Traced with the length unknown, the patches come from tf.image.extract_patches; with it
+    # known, from the shifted views: both must give the per-example clipped sum.
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(6, 11, 3)).astype("float32")
+    y = (rng.normal(size=(6, 1)) * np.linspace(0.1, 20, 6)[:, None]).astype("float32")
+    inputs = keras.Input((None, 3))
+    hidden = keras.layers.Conv1D(4, 3, strides=2, padding="same", activation="relu")(inputs)
+    outputs = keras.layers.Dense(1)(keras.layers.GlobalAveragePooling1D()(hidden))
+    model = keras.Model(inputs, outputs)
+    model.compile(loss="mse")
+
+    def loss(unit_targets, predictions):
+        return model._compute_loss(y=unit_targets, y_pred=predictions)
+
+    traced = tf.function(
+        lambda x, y: fast_clipping.clipped_gradient_sum(model, loss, x, y, 0.5)[0],
+        input_signature=[tf.TensorSpec((None, None, 3)), tf.TensorSpec((None, 1))],
+    )
+    got = traced(tf.constant(x), tf.constant(y))
+    static = tf.function(
+        lambda x, y: fast_clipping.clipped_gradient_sum(model, loss, x, y, 0.5)[0]
+    )(tf.constant(x), tf.constant(y))
+    want, *_ = clipping.clipped_gradient_sum(
+        lambda unit: (loss(unit["y"], predictions := model(unit["x"], training=True)), predictions),
+        {"x": tf.constant(x), "y": tf.constant(y)},
+        model.trainable_weights,
+        0.5,
+    )
+    for got_sum, static_sum, want_sum in zip(got, static, want, strict=True):
+        np.testing.assert_allclose(got_sum.numpy(), want_sum.numpy(), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(static_sum.numpy(), want_sum.numpy(), rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize(
