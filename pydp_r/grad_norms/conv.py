@@ -149,6 +149,7 @@ def _shifted_views(
 
     rank = len(output_spatial)
     strides = list(layer.strides)
+    paddings = [[0, 0]] * rank
     if layer.padding == "same":
         paddings = []
         for size, out, kernel, stride, dilation in zip(
@@ -161,35 +162,51 @@ def _shifted_views(
         ):
             total = max((out - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
             paddings.append([total // 2, total - total // 2])
-        inputs = tf.pad(inputs, around(paddings, [0, 0]))
-    sizes = inputs.shape[first : first + rank]
+    strided = any(s > 1 for s in strides)
     split = None
-    if any(s > 1 for s in strides) and sizes.is_fully_defined():
-        # Zero-padded at the end to multiples of the strides, each spatial axis n becomes
-        # (n / s, s): a strided view is then a slice of the outer axes at one inner index.
-        extra = [(-size) % stride for size, stride in zip(sizes, strides, strict=True)]
-        padded = tf.pad(inputs, around([[0, e] for e in extra], [0, 0])) if any(extra) else inputs
-        split_sizes = [
-            axis
-            for size, e, stride in zip(sizes, extra, strides, strict=True)
-            for axis in ((size + e) // stride, stride)
-        ]
-        split = tf.reshape(
-            padded, [-1, *inputs.shape[1:first], *split_sizes, *inputs.shape[first + rank :]]
-        )
+    if strided:
+        inputs = tf.pad(inputs, around(paddings, [0, 0])) if layer.padding == "same" else inputs
+        paddings = [[0, 0]] * rank
+        sizes = inputs.shape[first : first + rank]
+        if sizes.is_fully_defined():
+            # Zero-padded at the end to multiples of the strides, each spatial axis n becomes
+            # (n / s, s): a strided view is then a slice of the outer axes at one inner index.
+            extra = [(-size) % stride for size, stride in zip(sizes, strides, strict=True)]
+            if any(extra):
+                inputs = tf.pad(inputs, around([[0, e] for e in extra], [0, 0]))
+            split_sizes = [
+                axis
+                for size, e, stride in zip(sizes, extra, strides, strict=True)
+                for axis in ((size + e) // stride, stride)
+            ]
+            split = tf.reshape(
+                inputs, [-1, *inputs.shape[1:first], *split_sizes, *inputs.shape[first + rank :]]
+            )
+    # Unstrided views are padded one at a time: a padded copy of the whole input would live
+    # as long as the views do.
+    sizes = inputs.shape[first : first + rank]
     for offset in itertools.product(*(range(k) for k in layer.kernel_size)):
         index: list[Any] = []
-        for o, d, out, stride in zip(
-            offset, layer.dilation_rate, output_spatial, strides, strict=True
+        view_paddings = []
+        for o, d, out, stride, (before, _), size in zip(
+            offset, layer.dilation_rate, output_spatial, strides, paddings, sizes, strict=True
         ):
-            start = o * d
+            start = o * d - before
             if split is not None:
                 outer, inner = divmod(start, stride)
                 index += [slice(outer, outer + out), inner]
-            else:
+            elif strided:
                 index.append(slice(start, start + (out - 1) * stride + 1, stride))
+            else:
+                stop = start + out
+                low, high = max(start, 0), stop if size is None else min(stop, size)
+                index.append(slice(low, high))
+                view_paddings.append([low - start, stop - high])
         with tf.control_dependencies(after[-1:] if after else []):
-            yield (inputs if split is None else split)[tuple(around(index, slice(None)))]
+            view = (inputs if split is None else split)[tuple(around(index, slice(None)))]
+            if any(amount for pair in view_paddings for amount in pair):
+                view = tf.pad(view, around(view_paddings, [0, 0]))
+            yield view
 
 
 def _offset_products(
