@@ -3,7 +3,9 @@
 The method is `bench_dp_step.py`'s: in one process the same model is compiled with plain Adam
 and with DP-Adam, both are warmed up (tracing excluded), then `fit()` epochs of `--steps`
 batches alternate for `--repeats` rounds; the ratio is the median over rounds of DP time /
-plain time of the same round, and the spread is its min-max over rounds. First trace:
+plain time of the same round, and the spread is its min-max over rounds. "cpu ratio" is the same
+median of the process's CPU time (all threads), which time taken by other tenants of a shared
+machine does not inflate the way it does wall time. First trace:
 seconds of the DP model's first one-step `fit()` (tracing included). Peak memory: each
 configuration in its own process (peak resident set size of a short run). Which path DP took
 (fast or general) is reported as well.
@@ -167,19 +169,23 @@ def time_interleaved(name: str, steps: int, repeats: int) -> dict[str, float | s
         warm = batch_size * 2
         model.fit(x[:warm], y[:warm], batch_size=batch_size, epochs=2, verbose=0)
     seconds: dict[str, list[float]] = {kind: [] for kind in models}
+    cpu_seconds: dict[str, list[float]] = {kind: [] for kind in models}
     for round_index in range(repeats):
         kinds = list(models) if round_index % 2 == 0 else list(models)[::-1]
         for kind in kinds:
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             models[kind].fit(x, y, batch_size=batch_size, verbose=0, shuffle=False)
             seconds[kind].append((time.perf_counter() - start) / steps)
+            cpu_seconds[kind].append(time.process_time() - cpu_start)
     ratios = np.array(seconds["dp"]) / np.array(seconds["plain"])
+    cpu_ratios = np.array(cpu_seconds["dp"]) / np.array(cpu_seconds["plain"])
     return {
         "plain": float(np.median(seconds["plain"])),
         "dp": float(np.median(seconds["dp"])),
         "ratio": float(np.median(ratios)),
         "ratio_min": float(np.min(ratios)),
         "ratio_max": float(np.max(ratios)),
+        "cpu_ratio": float(np.median(cpu_ratios)),
         "first_trace": first_trace,
         "path": "fast" if reason is None else "general",
     }
@@ -216,10 +222,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     print(
-        f"| {'model':17} | batch | path    | plain ms | DP ms  | ratio | spread    | first trace s "
-        "| plain MiB | DP MiB | memory ratio |"
+        f"| {'model':17} | batch | path    | plain ms | DP ms  | ratio | spread    | cpu ratio "
+        "| first trace s | plain MiB | DP MiB | memory ratio |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name in args.models:
         timing = _in_subprocess(
             "--timing", name, "--steps", str(args.steps), "--repeats", str(args.repeats)
@@ -233,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{timing['dp'] * 1e3:>6.1f}",
             f"{timing['ratio']:>5.2f}",
             f"{timing['ratio_min']:.2f}-{timing['ratio_max']:.2f}",
+            f"{timing['cpu_ratio']:>9.2f}",
             f"{timing['first_trace']:>13.1f}",
             f"{memory['plain']:>9.0f}",
             f"{memory['dp']:>6.0f}",
