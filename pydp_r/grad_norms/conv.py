@@ -3,7 +3,7 @@
 For kernel offset `o` the kernel gradient of one example is `sum_t x[t * stride + o * dilation]
 g_t^T` over output positions `t`: one view of the (padded) input and one batched matrix product
 per offset, so per-example gradients cost about what the batch's own kernel gradient costs.
-Strided views are plain slices of the input reshaped by the strides (`_split_by_strides`), not
+Strided views are plain slices of the input reshaped by the strides (see `_shifted_views`), not
 strided slices, which are an order of magnitude slower on CPU. The alternative, ghost norms from
 patches (the views side by side), is cheaper only for small output maps with wide kernels.
 `ghost_is_cheaper` is the cost model. Inputs with fewer than `OFFSETS_MIN_IN_CHANNELS`
@@ -137,8 +137,8 @@ def _shifted_views(
     meets at every output position, `(batch, *output_spatial, in_channels)` (with
     `channels_first`, `inputs` and views are `(batch, in_channels, *spatial)`).
 
-    Strided views are plain slices of the input split by the strides (`_split_by_strides`): a
-    strided `tf.strided_slice` is ~15x slower on CPU. With `after`, a list the caller appends
+    Strided views are plain slices of the input with each spatial axis split into `(n / s, s)`:
+    a strided `tf.strided_slice` is ~15x slower on CPU. With `after`, a list the caller appends
     to between views, each view is computed only once the last element then in `after` has
     been (control dependency).
     """
