@@ -16,6 +16,8 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any
 
+from pydp_r._versions import ONEDNN_SAFE_TENSORFLOW, major_minor
+
 __version__ = "0.1.0"
 
 
@@ -33,10 +35,7 @@ def _onednn_off_for_old_tensorflow() -> None:
             version = importlib.metadata.version(distribution)
         except importlib.metadata.PackageNotFoundError:
             continue
-        major, minor = (
-            int("".join(c for c in p if c.isdigit()) or 0) for p in version.split(".")[:2]
-        )
-        if (major, minor) < (2, 21):
+        if major_minor(version) < ONEDNN_SAFE_TENSORFLOW:
             os.environ["TF_ENABLE_ONEDNN_OPTS"] = "0"
         return
 

@@ -23,12 +23,12 @@ from keras.src.models.functional import Functional
 from tensorflow.python.ops.parallel_for import pfor as _pfor
 from tensorflow.python.util import _pywrap_util_port
 
+from pydp_r._versions import ONEDNN_SAFE_TENSORFLOW, major_minor
+
 # The Keras and TensorFlow releases this seam and its contract tests were run against
 # (inclusive floors).
 SUPPORTED_KERAS = (3, 11)
 SUPPORTED_TENSORFLOW = (2, 16)
-# From this TensorFlow on, oneDNN's kernels give right vectorized per-example gradients.
-ONEDNN_SAFE_TENSORFLOW = (2, 21)
 # From this Keras on, a layer's activity regularization loss is a mean over the batch; before,
 # it was a sum.
 ACTIVITY_LOSS_MEAN_KERAS = (3, 14)
@@ -105,15 +105,6 @@ def optimizer_batches_seen(optimizer: keras.optimizers.Optimizer) -> Any:
     """Batches an optimizer has applied, each accumulation step counted (`iterations` counts
     logical batches under gradient accumulation)."""
     return optimizer._iterations
-
-
-def major_minor(version: str) -> tuple[int, int]:
-    """`"3.15.1"` -> `(3, 15)`; pre-release tails (`"2.21.0rc1"`) are ignored."""
-    parts = []
-    for part in version.split(".")[:2]:
-        digits = "".join(ch for ch in part if ch.isdigit())
-        parts.append(int(digits or 0))
-    return parts[0], parts[1] if len(parts) > 1 else 0
 
 
 def check_keras_version(version: str = keras.__version__) -> None:

@@ -140,6 +140,7 @@ def dp_train_step(model: keras.Model, data: Any) -> dict[str, Any]:
     # Losses scaled by `loss_scale` give gradients scaled alike: clip and noise at the same
     # scale, and `apply` divides the scale back out, as Keras' own step does.
     scaled_clip = optimizer.l2_norm_clip * loss_scale
+    rows = tf.shape(tf.nest.flatten(x_units)[0])[0]
     with _per_output_loss_metrics_paused(model):
         result = None
         if targets and fast_clipping.unsupported_reason(model) is None:
@@ -160,7 +161,7 @@ def dp_train_step(model: keras.Model, data: Any) -> dict[str, Any]:
                 y_pred = forward(unit["x"])
                 return loss_of(unit["x"], unit, y_pred) * loss_scale, y_pred
 
-            units = num_microbatches or tf.shape(tf.nest.flatten(x_units)[0])[0]
+            units = num_microbatches or rows
             with _keras_seam.activity_losses_as_keras_sums(model, units):
                 result = clipping.clipped_gradient_sum(
                     unit_loss,
@@ -170,7 +171,6 @@ def dp_train_step(model: keras.Model, data: Any) -> dict[str, Any]:
                     num_microbatches,
                 )
     gradient_sums, unit_losses, y_pred, num_units = result
-    rows = tf.shape(tf.nest.flatten(x_units)[0])[0]
     # Microbatch padding: average over the units the real rows fill (batch / rows per unit),
     # as Keras averages over the batch; the same as num_units when nothing was padded.
     filled_units = tf.cast(num_units, tf.float32) * tf.cast(batch_size, tf.float32)
