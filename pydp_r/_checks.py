@@ -7,6 +7,14 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+ACCOUNTANTS = ("rdp", "pld")
+
+# The largest noise multiplier accounted. Beyond it the RDP accountant's epsilon has long
+# stopped falling (its largest order, 1024, sets a floor near 0.0035 at delta 1e-5) and from
+# about 1e5 its floating point returns 0, a claim of perfect privacy; targets below the floor
+# are declared unreachable instead of being "met" by that rounding.
+MAX_NOISE_MULTIPLIER = 1e4
+
 
 def check_count(name: str, value: Any, minimum: int = 1) -> int:
     """An integer >= `minimum`, given as an int or an integral float.
@@ -61,3 +69,45 @@ def check_eager_execution(what: str) -> None:
         "tf.compat.v1.disable_eager_execution(). Remove that call (TF Privacy's TF1 tutorials "
         "make it) and run the script in TensorFlow 2's default eager mode."
     )
+
+
+def check_n_and_batch_size(n: Any, batch_size: Any) -> tuple[int, int]:
+    n = check_count("n", n)
+    batch_size = check_count("batch_size", batch_size)
+    if batch_size > n:
+        raise ValueError(
+            f"batch_size must be an integer in [1, n] = [1, {n}]; received {batch_size!r}."
+        )
+    return n, batch_size
+
+
+def check_noise_multiplier(noise_multiplier: Any) -> float:
+    return check_real(
+        "noise_multiplier",
+        noise_multiplier,
+        f"a number in [0, {MAX_NOISE_MULTIPLIER:g}]",
+        lambda x: 0 <= x <= MAX_NOISE_MULTIPLIER,
+    )
+
+
+def check_epochs(epochs: Any) -> float:
+    return check_real(
+        "epochs", epochs, "a finite number > 0 (may be fractional)", lambda x: 0 < x < math.inf
+    )
+
+
+def check_delta(delta: Any) -> float:
+    return check_real("delta", delta, "a number in the open interval (0, 1)", lambda x: 0 < x < 1)
+
+
+def check_target_epsilon(target_epsilon: Any) -> float:
+    return check_real(
+        "target_epsilon", target_epsilon, "a finite number > 0", lambda x: 0 < x < math.inf
+    )
+
+
+def check_accountant(accountant: Any) -> str:
+    name = accountant.lower() if isinstance(accountant, str) else accountant
+    if name not in ACCOUNTANTS:
+        raise ValueError(f"accountant must be one of {ACCOUNTANTS}; received {accountant!r}.")
+    return name

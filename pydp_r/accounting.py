@@ -12,26 +12,27 @@ from __future__ import annotations
 
 import math
 import textwrap
-from typing import Any
 
 import dp_accounting
 from scipy import optimize
 
-from pydp_r._checks import check_count, check_real
-
-ACCOUNTANTS = ("rdp", "pld")
+from pydp_r._checks import (
+    ACCOUNTANTS,
+    MAX_NOISE_MULTIPLIER,
+    check_accountant,
+    check_count,
+    check_delta,
+    check_epochs,
+    check_n_and_batch_size,
+    check_noise_multiplier,
+    check_target_epsilon,
+)
 
 # The RDP orders of TF Privacy's classic `compute_dp_sgd_privacy`, kept so that
 # `compute_dp_sgd_privacy` reproduces its numbers exactly.
 CLASSIC_RDP_ORDERS = (
     [1.25, 1.5, 1.75, 2.0, 2.25, 2.5, 3.0, 3.5, 4.0, 4.5] + list(range(5, 64)) + [128, 256, 512]
 )
-
-# The largest noise multiplier accounted. Beyond it the RDP accountant's epsilon has long
-# stopped falling (its largest order, 1024, sets a floor near 0.0035 at delta 1e-5) and from
-# about 1e5 its floating point returns 0, a claim of perfect privacy; targets below the floor
-# are declared unreachable instead of being "met" by that rounding.
-MAX_NOISE_MULTIPLIER = 1e4
 
 # The most noisy steps accounted (no real training takes more; beyond it the accountants'
 # time and memory grow without bound).
@@ -43,48 +44,6 @@ _MAX_PLD_STATEMENT_EPSILON = 100.0
 
 # compute_noise_multiplier stops bisecting when upper / lower <= 1 + this.
 _NOISE_RELATIVE_PRECISION = 1e-4
-
-
-def _check_n_and_batch_size(n: Any, batch_size: Any) -> tuple[int, int]:
-    n = check_count("n", n)
-    batch_size = check_count("batch_size", batch_size)
-    if batch_size > n:
-        raise ValueError(
-            f"batch_size must be an integer in [1, n] = [1, {n}]; received {batch_size!r}."
-        )
-    return n, batch_size
-
-
-def _check_noise_multiplier(noise_multiplier: Any) -> float:
-    return check_real(
-        "noise_multiplier",
-        noise_multiplier,
-        f"a number in [0, {MAX_NOISE_MULTIPLIER:g}]",
-        lambda x: 0 <= x <= MAX_NOISE_MULTIPLIER,
-    )
-
-
-def _check_epochs(epochs: Any) -> float:
-    return check_real(
-        "epochs", epochs, "a finite number > 0 (may be fractional)", lambda x: 0 < x < math.inf
-    )
-
-
-def _check_delta(delta: Any) -> float:
-    return check_real("delta", delta, "a number in the open interval (0, 1)", lambda x: 0 < x < 1)
-
-
-def _check_target_epsilon(target_epsilon: Any) -> float:
-    return check_real(
-        "target_epsilon", target_epsilon, "a finite number > 0", lambda x: 0 < x < math.inf
-    )
-
-
-def _check_accountant(accountant: Any) -> str:
-    name = accountant.lower() if isinstance(accountant, str) else accountant
-    if name not in ACCOUNTANTS:
-        raise ValueError(f"accountant must be one of {ACCOUNTANTS}; received {accountant!r}.")
-    return name
 
 
 def _num_steps(n: int, batch_size: int, epochs: float) -> int:
@@ -185,11 +144,11 @@ def compute_epsilon(
     Raises:
         ValueError: For an argument outside its range, or an unknown accountant.
     """
-    n, batch_size = _check_n_and_batch_size(n, batch_size)
-    noise_multiplier = _check_noise_multiplier(noise_multiplier)
-    epochs = _check_epochs(epochs)
-    delta = _check_delta(delta)
-    accountant = _check_accountant(accountant)
+    n, batch_size = check_n_and_batch_size(n, batch_size)
+    noise_multiplier = check_noise_multiplier(noise_multiplier)
+    epochs = check_epochs(epochs)
+    delta = check_delta(delta)
+    accountant = check_accountant(accountant)
     if used_microbatching:
         noise_multiplier /= 2
     steps = _num_steps(n, batch_size, epochs)
@@ -228,11 +187,11 @@ def compute_noise_multiplier(
         ValueError: For an argument outside its range, or when even a noise multiplier of
             `MAX_NOISE_MULTIPLIER` (1e4) does not bring epsilon down to `target_epsilon`.
     """
-    n, batch_size = _check_n_and_batch_size(n, batch_size)
-    target_epsilon = _check_target_epsilon(target_epsilon)
-    epochs = _check_epochs(epochs)
-    delta = _check_delta(delta)
-    accountant = _check_accountant(accountant)
+    n, batch_size = check_n_and_batch_size(n, batch_size)
+    target_epsilon = check_target_epsilon(target_epsilon)
+    epochs = check_epochs(epochs)
+    delta = check_delta(delta)
+    accountant = check_accountant(accountant)
     sensitivity = 2.0 if used_microbatching else 1.0
     sampling_rate = batch_size / n
     steps = _num_steps(n, batch_size, epochs)
@@ -288,10 +247,10 @@ def compute_dp_sgd_privacy(
     Raises:
         ValueError: For an argument outside its range.
     """
-    n, batch_size = _check_n_and_batch_size(n, batch_size)
-    noise_multiplier = _check_noise_multiplier(noise_multiplier)
-    epochs = _check_epochs(epochs)
-    delta = _check_delta(delta)
+    n, batch_size = check_n_and_batch_size(n, batch_size)
+    noise_multiplier = check_noise_multiplier(noise_multiplier)
+    epochs = check_epochs(epochs)
+    delta = check_delta(delta)
     if noise_multiplier == 0:
         return math.inf, math.nan
     # TF Privacy's own float formula, not _num_steps, so that the step count matches it.
@@ -424,10 +383,10 @@ def privacy_statement(
     Raises:
         ValueError: For an argument outside its range.
     """
-    n, batch_size = _check_n_and_batch_size(n, batch_size)
-    noise_multiplier = _check_noise_multiplier(noise_multiplier)
-    epochs = _check_epochs(epochs)
-    delta = _check_delta(delta)
+    n, batch_size = check_n_and_batch_size(n, batch_size)
+    noise_multiplier = check_noise_multiplier(noise_multiplier)
+    epochs = check_epochs(epochs)
+    delta = check_delta(delta)
     if max_examples_per_user is not None:
         max_examples_per_user = check_count("max_examples_per_user", max_examples_per_user)
     effective_noise = noise_multiplier / 2 if used_microbatching else noise_multiplier

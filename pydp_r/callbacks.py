@@ -16,7 +16,8 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from pydp_r import _keras_seam, accounting, ledger
+from pydp_r import _checks as checks
+from pydp_r import _keras_seam, ledger
 from pydp_r._checks import check_count
 from pydp_r.ledger import POISSON, SHUFFLED, PoissonSampling, Segment
 
@@ -306,12 +307,12 @@ class PrivacyBudget(keras.callbacks.Callback):
         self.n = None if n is None else check_count("n", n)
         self.batch_size = None if batch_size is None else check_count("batch_size", batch_size)
         if self.n is not None and self.batch_size is not None:
-            accounting._check_n_and_batch_size(self.n, self.batch_size)
-        self.delta = accounting._check_delta(delta)
+            checks.check_n_and_batch_size(self.n, self.batch_size)
+        self.delta = checks.check_delta(delta)
         self.target_epsilon = (
-            None if target_epsilon is None else accounting._check_target_epsilon(target_epsilon)
+            None if target_epsilon is None else checks.check_target_epsilon(target_epsilon)
         )
-        self.accountant = accounting._check_accountant(accountant)
+        self.accountant = checks.check_accountant(accountant)
         self.ledger_path = None if ledger_path is None else str(ledger_path)
         self.epsilon: float | None = None
         self.accountant_used = self.accountant

@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pydp_r import _checks as checks
 from pydp_r import accounting
 from pydp_r._checks import check_count
 
@@ -197,11 +198,11 @@ def plan_dp_training(
             reach `target_epsilon` (from `compute_noise_multiplier`).
     """
     n = check_count("n", n)
-    target_epsilon = accounting._check_target_epsilon(target_epsilon)
-    epochs = accounting._check_epochs(epochs)
-    delta = accounting._check_delta(delta)
+    target_epsilon = checks.check_target_epsilon(target_epsilon)
+    epochs = checks.check_epochs(epochs)
+    delta = checks.check_delta(delta)
     min_steps = check_count("min_steps", min_steps)
-    accountant = accounting._check_accountant(accountant)
+    accountant = checks.check_accountant(accountant)
     sizes = _default_batch_sizes(n) if batch_sizes is None else _check_batch_sizes(batch_sizes, n)
 
     candidates = []
