@@ -4,6 +4,7 @@ received and the valid range. Numbers may arrive as integral floats (R's numbers
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable
 from typing import Any
 
@@ -27,6 +28,8 @@ def check_count(name: str, value: Any, minimum: int = 1) -> int:
     number = check_real(
         name, value, valid, lambda v: math.isfinite(v) and v.is_integer() and v >= minimum
     )
+    if isinstance(value, numbers.Integral):
+        return int(value)  # exact: a float holds integers only up to 2**53
     return int(number)
 
 
