@@ -235,6 +235,53 @@ def _batch_matmul_without_broadcast(pfor_input: Any) -> Any:
 _pfor._pfor_converter_registry["BatchMatMulV2"] = _batch_matmul_without_broadcast
 
 
+# --- Vectorizing a bias added on the channel axis ---
+#
+# `keras.ops.add(x, y)` becomes `tf.nn.bias_add(x, squeeze(y), "NCHW")` when `y` squeezes to a
+# vector as long as `x`'s axis 1, as a residual `x + inputs` of shape (1, T, 1) does for each
+# example. TensorFlow's pfor converter for BiasAdd (2.21) moves a per-example NCHW bias to the
+# axis of a 4-D value whatever the value's rank, so vectorizing that residual fails (or adds
+# the bias on the wrong axis). The converter below puts the bias on the channel axis of a
+# value of any rank.
+
+
+def _shape_of_ones(count: Any) -> Any:
+    return [1] * count if isinstance(count, int) else tf.ones([count], tf.int32)
+
+
+def _bias_add_on_channel_axis(pfor_input: Any) -> Any:
+    """pfor converter for BiasAdd (per-iteration `bias_add(value, bias, data_format)`)."""
+    value, bias = pfor_input.input(0), pfor_input.input(1)
+    channels_last = pfor_input.get_attr("data_format") == b"NHWC"
+    if channels_last and not bias.is_stacked:
+        # (loop, ..., C) + (C,): the same bias for every iteration, on the last axis.
+        return _pfor.wrap(tf.nn.bias_add(value.t, bias.t, data_format="NHWC"), True)
+    # The per-iteration value has axes (N, ..., C) or (N, C, ...); the bias, (loop, C) when
+    # stacked or (C,), is reshaped to broadcast onto C (and the loop axis).
+    rank = value.t.shape.rank
+    if rank is None:
+        rank = tf.rank(value.t)
+    if value.is_stacked:
+        rank = rank - 1
+    ones_before = (rank - 1 if channels_last else 1) if bias.is_stacked else 0
+    ones_after = 0 if channels_last else rank - 2
+    bias_shape = tf.shape(bias.t)
+    broadcast_shape = tf.concat(
+        [
+            bias_shape[:-1],
+            _shape_of_ones(ones_before),
+            bias_shape[-1:],
+            _shape_of_ones(ones_after),
+        ],
+        axis=0,
+    )
+    bias_on_channels = tf.reshape(tf.cast(bias.t, value.t.dtype), broadcast_shape)
+    return _pfor.wrap(tf.add(value.t, bias_on_channels), True)
+
+
+_pfor._pfor_converter_registry["BiasAdd"] = _bias_add_on_channel_axis
+
+
 # --- Patches: the DP train step and fit() bookkeeping, and two multi-worker work-arounds ---
 
 _original_train_step = TensorFlowTrainer.train_step

@@ -117,3 +117,58 @@ def test_a_users_tf_matmul_layer_gets_exact_per_example_norms():
         want = [s + g / norm for s, g in zip(want, grads, strict=True)]
     for got, expected in zip(sums, want, strict=True):
         np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-4, atol=1e-5)
+
+
+def residual_model() -> keras.Model:
+    # Per example, `x + inputs` adds two (1, 500, 1) tensors: keras.ops.add makes it
+    # bias_add(x, squeeze(inputs), "NCHW"), a bias that differs between examples.
+    inputs = keras.Input((500, 1))
+    x = keras.layers.Dense(1, name="dense")(inputs)
+    return keras.Model(inputs, x + inputs)
+
+
+def test_a_residual_added_as_a_per_example_nchw_bias_gets_exact_per_example_gradients():
+    keras.utils.set_random_seed(0)
+    model = residual_model()
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.normal(size=(4, 500, 1)).astype("float32"))
+    y = tf.constant(rng.normal(size=(4, 500, 1)).astype("float32"))
+    mse = keras.losses.MeanSquaredError()
+
+    def unit_loss(unit):
+        predictions = model(unit["x"], training=True)
+        return mse(unit["y"], predictions), predictions
+
+    sums, _, predictions, _ = clipping.clipped_gradient_sum(
+        unit_loss, {"x": x, "y": y}, model.trainable_weights, 0.5
+    )
+    np.testing.assert_allclose(predictions.numpy(), model(x).numpy(), rtol=1e-5, atol=1e-6)
+    want = [tf.zeros_like(w) for w in model.trainable_weights]
+    for i in range(4):
+        with tf.GradientTape() as tape:
+            loss = mse(y[i : i + 1], model(x[i : i + 1], training=True))
+        grads = tape.gradient(loss, model.trainable_weights)
+        factor = min(1.0, 0.5 / float(tf.linalg.global_norm(grads)))
+        want = [s + g * factor for s, g in zip(want, grads, strict=True)]
+    for got, expected in zip(sums, want, strict=True):
+        np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("data_format", ["NHWC", "NCHW"])
+@pytest.mark.parametrize("bias_differs_per_example", [False, True])
+@pytest.mark.parametrize("shape", [(1, 7, 1), (2, 5, 3), (2, 5, 3, 4), (2, 5, 3, 4, 2)])
+def test_vectorized_bias_add_equals_a_loop(shape, bias_differs_per_example, data_format):
+    rng = np.random.default_rng(1)
+    values = tf.constant(rng.normal(size=(3, *shape)).astype("float32"))
+    channels = shape[-1] if data_format == "NHWC" else shape[1]
+    bias_shape = (3, channels) if bias_differs_per_example else (channels,)
+    biases = tf.constant(rng.normal(size=bias_shape).astype("float32"))
+
+    def one(i):
+        bias = biases[i] if bias_differs_per_example else biases
+        return tf.nn.bias_add(values[i], bias, data_format=data_format)
+
+    vectorized = tf.function(lambda: tf.vectorized_map(one, tf.range(3)))()
+    looped = tf.stack([one(i) for i in range(3)])
+    assert vectorized.shape == looped.shape
+    np.testing.assert_allclose(vectorized.numpy(), looped.numpy(), rtol=1e-6)
