@@ -22,7 +22,11 @@ from pydp_r.data.ppg_dalia import (
 )
 from pydp_r.data.sampling import poisson_batch_size_bound, poisson_batches
 from pydp_r.data.sequences import average_and_make_sequences, average_windows, sliding_sequences
-from pydp_r.data.synthetic import save_ppg_dalia_subject, synthetic_ppg_subject
+from pydp_r.data.synthetic import (
+    save_ppg_dalia_subject,
+    synthetic_ppg_population,
+    synthetic_ppg_subject,
+)
 
 __all__ = [
     "ACTIVITY_CODES",
@@ -41,5 +45,6 @@ __all__ = [
     "poisson_batches",
     "save_ppg_dalia_subject",
     "sliding_sequences",
+    "synthetic_ppg_population",
     "synthetic_ppg_subject",
 ]

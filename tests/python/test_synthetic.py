@@ -3,7 +3,12 @@
 import numpy as np
 import pytest
 
-from pydp_r.data import heart_rate_arrays, synthetic_ppg_subject
+from pydp_r.data import (
+    heart_rate_arrays,
+    normalize_ppg_dalia_subject,
+    synthetic_ppg_population,
+    synthetic_ppg_subject,
+)
 from pydp_r.data.ppg_dalia import QUESTIONNAIRE_KEYS
 
 # Sizes of the real subject S1 (from the R walkthrough), 4603 labels over 9212 s.
@@ -192,3 +197,121 @@ def test_heart_rate_is_recoverable_from_two_second_means(seed):
 def test_rejects_bad_arguments(kwargs, name):
     with pytest.raises(ValueError, match=name):
         synthetic_ppg_subject(**kwargs)
+
+
+# The population of wearers (user-level DP's data): layout, determinism, people who differ.
+
+
+@pytest.fixture(scope="module")
+def population():
+    return synthetic_ppg_population(40, seed=11, n_labels_range=(120, 400))
+
+
+def test_population_members_have_the_subject_layout_and_unique_ids(population):
+    one = synthetic_ppg_subject(n_labels=30, seed=0, include_chest=False)
+    assert len(population) == 40
+    assert len({person["subject"] for person in population}) == 40
+    assert population[0]["subject"] == "P11-00" and population[39]["subject"] == "P11-39"
+    for person in population:
+        assert set(person) == set(one)
+        assert set(person["questionnaire"]) == set(QUESTIONNAIRE_KEYS)
+        assert person["signal"]["chest"] == {}  # off by default: it is what costs
+        n_labels = person["label"].size
+        assert 120 <= n_labels <= 400
+        duration_s = (n_labels - 1) * 2 + 8
+        normalized = normalize_ppg_dalia_subject(person)
+        assert normalized["signal"]["wrist"]["BVP"].shape == (duration_s * 64, 1)
+        assert normalized["signal"]["wrist"]["ACC"].shape == (duration_s * 32, 3)
+        assert normalized["activity"].shape == (duration_s * 4, 1)
+    x_train, *_ = heart_rate_arrays(population[0], train_max=60)
+    assert x_train.shape[1:] == (12, 6)
+
+
+def test_population_is_deterministic_and_seeds_give_other_people():
+    first = synthetic_ppg_population(3, seed=5, n_labels_range=(50, 80))
+    again = synthetic_ppg_population(3, seed=5, n_labels_range=(50, 80))
+    prefix = synthetic_ppg_population(2, seed=5, n_labels_range=(50, 80))
+    other = synthetic_ppg_population(3, seed=6, n_labels_range=(50, 80))
+    for index, person in enumerate(first):
+        np.testing.assert_array_equal(person["label"], again[index]["label"])
+        np.testing.assert_array_equal(
+            person["signal"]["wrist"]["BVP"], again[index]["signal"]["wrist"]["BVP"]
+        )
+        assert person["questionnaire"] == again[index]["questionnaire"]
+    # Person i depends on (seed, i) only: a smaller population is the start of a larger one.
+    for index in range(2):
+        np.testing.assert_array_equal(first[index]["label"], prefix[index]["label"])
+    assert prefix[1]["subject"] == "P5-1"
+    for mine, theirs in zip(first, other, strict=True):
+        assert mine["subject"] != theirs["subject"]
+        assert not np.array_equal(mine["label"][:50], theirs["label"][:50])
+
+
+def test_people_differ_in_rest_fitness_amplitude_day_and_length(population):
+    resting = np.array([np.percentile(person["label"], 5) for person in population])
+    assert resting.std() > 5.0  # bpm
+    sport = np.array([person["questionnaire"]["SPORT"] for person in population])
+    assert np.corrcoef(sport, resting)[0, 1] < -0.2  # who trains rests lower
+    lengths = np.array([person["label"].size for person in population])
+    assert lengths.max() > 2 * lengths.min()
+    days = {tuple(np.unique(person["activity"]).astype(int)) for person in population}
+    assert len(days) > 10  # different mixes of activities
+    first_activity = {
+        int(person["activity"][np.argmax(person["activity"] > 0), 0]) for person in population
+    }
+    assert len(first_activity) > 3  # in different orders
+
+
+def test_darker_skin_gives_a_smaller_ppg_pulse():
+    # Without motion artefacts the BVP's spread is mostly the pulse; green-light PPG loses
+    # amplitude with melanin, so it falls with the Fitzpatrick type in the questionnaire.
+    people = synthetic_ppg_population(
+        60, seed=2, n_labels_range=(100, 150), motion_artifact_scale=0.0
+    )
+    skin = np.array([person["questionnaire"]["SKIN"] for person in people])
+    pulse = np.array(
+        [
+            np.percentile(person["signal"]["wrist"]["BVP"], 95)
+            - np.median(person["signal"]["wrist"]["BVP"])
+            for person in people
+        ]
+    )
+    assert np.corrcoef(skin, pulse)[0, 1] < -0.4
+
+
+def test_population_labels_match_r_peaks_and_chest_is_optional():
+    person = synthetic_ppg_population(
+        1, seed=4, n_labels_range=(200, 200), include_chest=True, chest_seconds=5.0
+    )[0]
+    assert person["signal"]["chest"]["ECG"].shape == (5 * 700, 1)
+    beat_seconds = person["rpeaks"] / 700.0
+    starts = np.arange(person["label"].size) * 2.0
+    counts = np.searchsorted(beat_seconds, starts + 8.0) - np.searchsorted(beat_seconds, starts)
+    assert np.abs(counts - person["label"] * 8.0 / 60.0).max() <= 1.0
+
+
+def test_single_subject_unchanged_by_the_population():
+    # The population shares the simulator; a seed of synthetic_ppg_subject must keep giving the
+    # subject the demo was tuned and reported on (values pinned before the population existed).
+    subject = synthetic_ppg_subject(n_labels=600, seed=0, include_chest=False)
+    np.testing.assert_allclose(
+        subject["label"][:3], [81.60992579, 81.37735953, 80.97601137], rtol=1e-9
+    )
+
+
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        ({"n_users": 0}, "n_users"),
+        ({"n_users": 2.5}, "n_users"),
+        ({"seed": -1}, "seed"),
+        ({"n_labels_range": (0, 10)}, r"n_labels_range\[0\]"),
+        ({"n_labels_range": (10, 9)}, r"n_labels_range\[1\]"),
+        ({"n_labels_range": 10}, "n_labels_range"),
+        ({"chest_seconds": 0.0}, "chest_seconds"),
+        ({"motion_artifact_scale": float("inf")}, "motion_artifact_scale"),
+    ],
+)
+def test_population_rejects_bad_arguments(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        synthetic_ppg_population(**{"n_users": 1, **kwargs})
