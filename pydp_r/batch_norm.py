@@ -110,11 +110,14 @@ def replace_batch_norm(
 ) -> keras.Model:
     """Copy of a Sequential or functional `model` with BatchNormalization replaced for DP training.
 
-    Like Opacus' `ModuleValidator.fix`: each BatchNormalization becomes a GroupNormalization
-    with the largest number of groups <= `max_groups` that divides its channel count (or a
-    LayerNormalization), keeping its name, axis and epsilon. Every other layer keeps its
-    weights; the new normalization layers start at identity (scale 1, offset 0). The result is
-    not compiled.
+    Like Opacus' `ModuleValidator.fix`: each trainable BatchNormalization becomes a
+    GroupNormalization with the largest number of groups <= `max_groups` that divides its
+    channel count (or a LayerNormalization), keeping its name, axis and epsilon. Sequential and
+    functional models nested inside are copied the same way. A frozen BatchNormalization
+    (`trainable=False`) runs in inference mode, per example, and is kept. Every other layer
+    keeps its weights; the new normalization layers start at identity (scale 1, offset 0). The
+    result is not compiled. A mask reaching a replaced layer still flows on to later layers,
+    but the replacement's statistics, taken within each example, include masked steps.
 
     Args:
         model: A Sequential or functional Keras model. In an unbuilt one (no input shape yet)
@@ -126,7 +129,9 @@ def replace_batch_norm(
         A new model; `model` itself is unchanged.
 
     Raises:
-        ValueError: For an unknown `replacement`, `max_groups` < 1, or a subclassed model.
+        ValueError: For an unknown `replacement`, `max_groups` < 1, a subclassed model, or a
+            trainable BatchNormalization inside a subclassed model or layer nested in `model`
+            (whose definition cannot be rewritten), naming those layers.
     """
     if replacement not in ("group", "layer"):
         raise ValueError(f"replacement must be 'group' or 'layer'; received {replacement!r}.")
@@ -138,22 +143,76 @@ def replace_batch_norm(
             f"{type(model).__name__}. For a subclassed model, use keras.layers.GroupNormalization "
             "in its definition instead of BatchNormalization."
         )
+    clone = _copy_with_replacements(model, replacement, max_groups)
+    left = _trainable_batch_norm_layers(clone)
+    if left:
+        names = ", ".join(f"'{layer.name}'" for layer in left)
+        raise ValueError(
+            f"Model '{model.name}' has BatchNormalization layer(s) {names} inside a subclassed "
+            "model or custom layer, whose definition replace_batch_norm cannot rewrite. Use "
+            "keras.layers.GroupNormalization in that definition instead of BatchNormalization."
+        )
+    _copy_weights(model, clone)
+    return clone
+
+
+def _copy_with_replacements(model: keras.Model, replacement: str, max_groups: int) -> keras.Model:
+    """Clone `model`, nested Sequential and functional models included, replacing trainable
+    BatchNormalization layers; other layers are fresh copies from their configuration."""
+    replacements: set[int] = set()
 
     def clone_layer(layer: keras.layers.Layer) -> keras.layers.Layer:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            return _normalization_for(layer, replacement, max_groups)
+        if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable:
+            new_layer = _normalization_for(layer, replacement, max_groups)
+            replacements.add(id(new_layer))
+            return new_layer
+        if isinstance(layer, keras.Sequential):
+            return keras.models.clone_model(layer, clone_function=clone_layer)
+        if isinstance(layer, Functional):
+            return keras.models.clone_model(
+                layer, clone_function=clone_layer, call_function=call_layer
+            )
         return layer.__class__.from_config(layer.get_config())
 
-    clone = keras.models.clone_model(model, clone_function=clone_layer, recursive=True)
-    originals = {layer.name: layer for layer in _keras_seam.flatten_layers(model)}
-    for new_layer in _keras_seam.flatten_layers(clone):
-        old_layer = originals.get(new_layer.name)
+    def call_layer(layer: keras.layers.Layer, *args: Any, **kwargs: Any) -> Any:
+        if id(layer) in replacements:
+            # A functional model records the `mask=None` (or mask) Keras passed to the
+            # BatchNormalization call; the replacements take no `mask` argument. The input's
+            # mask still reaches them, and they pass it on.
+            kwargs.pop("mask", None)
+        return layer(*args, **kwargs)
+
+    # Nested models go through clone_layer (not clone_model's `recursive`), so that a
+    # functional model inside a Sequential one also gets `call_layer`.
+    if isinstance(model, keras.Sequential):
+        return keras.models.clone_model(model, clone_function=clone_layer)
+    return keras.models.clone_model(model, clone_function=clone_layer, call_function=call_layer)
+
+
+def _copy_weights(model: keras.Model, clone: keras.Model) -> None:
+    """Give every layer of `clone` but the replacements its original's weights.
+
+    The clone's layers are walked in the same order as the original's (a replacement stands
+    where its BatchNormalization stood), so layers with the same name in different nested
+    models are matched correctly.
+    """
+
+    def layers_of(root: keras.Model) -> list[keras.layers.Layer]:
+        # Input layers are renamed by cloning and have no weights.
+        return [
+            layer
+            for layer in _keras_seam.flatten_layers(root)
+            if not isinstance(layer, keras.layers.InputLayer)
+        ]
+
+    originals, copies = layers_of(model), layers_of(clone)
+    if [layer.name for layer in originals] != [layer.name for layer in copies]:
+        raise RuntimeError("replace_batch_norm: the copy's layers do not match the model's.")
+    for old_layer, new_layer in zip(originals, copies, strict=True):
         if (
-            old_layer is None
-            or isinstance(old_layer, keras.layers.BatchNormalization)
+            type(old_layer) is not type(new_layer)
             or isinstance(new_layer, keras.Model)
             or not old_layer.weights
         ):
             continue
         new_layer.set_weights(old_layer.get_weights())
-    return clone

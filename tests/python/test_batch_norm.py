@@ -86,3 +86,130 @@ def test_bad_arguments_and_subclassed_models_are_refused():
 
     with pytest.raises(ValueError, match="Sequential and functional"):
         pydp_r.replace_batch_norm(Custom())
+
+
+def functional_model() -> keras.Model:
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((12, 6))
+    x = keras.layers.Conv1D(32, 3, activation="relu", name="conv_a")(inputs)
+    x = keras.layers.BatchNormalization(name="bn_a")(x)
+    x = keras.layers.GlobalAveragePooling1D()(x)
+    return keras.Model(inputs, keras.layers.Dense(1, name="head")(x), name="functional")
+
+
+def sequential_in_functional() -> keras.Model:
+    inner = walkthrough_like_model()
+    inputs = keras.Input((12, 6))
+    return keras.Model(inputs, inner(inputs), name="outer")
+
+
+def functional_in_sequential() -> keras.Model:
+    return keras.Sequential([keras.Input((12, 6)), functional_model()], name="outer")
+
+
+def functional_in_functional() -> keras.Model:
+    inner = functional_model()
+    inputs = keras.Input((12, 6))
+    x = keras.layers.BatchNormalization(name="bn_outer")(inputs)
+    return keras.Model(inputs, inner(x), name="outer")
+
+
+def assert_no_batch_norm_left_and_weights_kept(model, fixed):
+    left = [
+        layer.name
+        for layer in fixed._flatten_layers(include_self=False, recursive=True)
+        if isinstance(layer, keras.layers.BatchNormalization)
+    ]
+    assert left == []
+    for name in ("conv_a", "head"):
+        old = [layer for layer in model._flatten_layers() if layer.name == name]
+        new = [layer for layer in fixed._flatten_layers() if layer.name == name]
+        assert len(old) == len(new) >= 1
+        for old_layer, new_layer in zip(old, new, strict=True):
+            for got, want in zip(new_layer.get_weights(), old_layer.get_weights(), strict=True):
+                np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize(
+    "make_model",
+    [
+        functional_model,
+        sequential_in_functional,
+        functional_in_sequential,
+        functional_in_functional,
+    ],
+)
+def test_functional_and_nested_models_are_replaced_and_train_privately(make_model):
+    model = make_model()
+    fixed = pydp_r.replace_batch_norm(model)
+    assert_no_batch_norm_left_and_weights_kept(model, fixed)
+    x, y = data()
+    # The replacements start at identity-like scale and offset: only normalization changed.
+    assert fixed(x).shape == model(x).shape
+    fixed.compile(optimizer=pydp_r.DPSGD(1.0, 1.0, learning_rate=0.1), loss="mse")
+    history = fixed.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+
+
+def test_a_masked_input_reaches_the_replacement_of_a_functional_batch_norm():
+    inputs = keras.Input((None,), dtype="int32")
+    x = keras.layers.Embedding(10, 4, mask_zero=True)(inputs)
+    x = keras.layers.BatchNormalization(name="bn")(x)
+    x = keras.layers.LSTM(3, name="lstm")(x)
+    model = keras.Model(inputs, x)
+    fixed = pydp_r.replace_batch_norm(model, "layer")
+    assert isinstance(fixed.get_layer("bn"), keras.layers.LayerNormalization)
+    tokens = np.array([[1, 2, 3, 0, 0]])
+    # LayerNormalization is per step: the LSTM, still masked, ignores the padded steps.
+    np.testing.assert_allclose(
+        fixed(tokens).numpy(), fixed(tokens[:, :3]).numpy(), rtol=1e-5, atol=1e-6
+    )
+
+
+def test_frozen_batch_norm_uses_its_moving_statistics_when_training_in_keras():
+    # Why a frozen layer is allowed: Keras 3 normalizes with the moving statistics whenever
+    # trainable=False, even with training=True, and does not update them; each example's
+    # output then depends on that example alone.
+    layer = keras.layers.BatchNormalization()
+    layer.build((None, 3))
+    layer.moving_mean.assign([1.0, 2.0, 3.0])
+    layer.moving_variance.assign([4.0, 4.0, 4.0])
+    layer.trainable = False
+    batch = np.random.default_rng(0).normal(size=(4, 3)).astype("float32")
+    alone = layer(batch[:1], training=True).numpy()
+    together = layer(batch, training=True).numpy()[:1]
+    np.testing.assert_allclose(alone, together, rtol=1e-6)
+    np.testing.assert_allclose(alone, (batch[:1] - [1, 2, 3]) / np.sqrt(4 + 1e-3), rtol=1e-5)
+    np.testing.assert_array_equal(layer.moving_mean.numpy(), [1.0, 2.0, 3.0])
+
+
+def test_frozen_batch_norm_is_kept_with_its_statistics_and_trains_privately():
+    model = functional_in_functional()
+    model.get_layer("bn_outer").trainable = False
+    model.get_layer("bn_outer").moving_mean.assign(np.full(6, 0.5, "float32"))
+    fixed = pydp_r.replace_batch_norm(model)
+    kept = fixed.get_layer("bn_outer")
+    assert isinstance(kept, keras.layers.BatchNormalization) and not kept.trainable
+    np.testing.assert_array_equal(kept.moving_mean.numpy(), np.full(6, 0.5))
+    inner = fixed.get_layer("functional")
+    assert isinstance(inner.get_layer("bn_a"), keras.layers.GroupNormalization)
+    fixed.compile(optimizer=pydp_r.DPSGD(1.0, 1.0, learning_rate=0.1), loss="mse")
+    fixed.fit(*data(), batch_size=8, epochs=1, verbose=0)
+    np.testing.assert_array_equal(kept.moving_mean.numpy(), np.full(6, 0.5))
+
+
+def test_batch_norm_inside_a_nested_subclassed_model_is_refused_by_name():
+    @keras.saving.register_keras_serializable(package="test_batch_norm")
+    class Block(keras.Model):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.dense = keras.layers.Dense(4)
+            self.norm = keras.layers.BatchNormalization(name="bn_hidden")
+
+        def call(self, inputs):
+            return self.norm(self.dense(inputs))
+
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, Block(name="block")(inputs))
+    with pytest.raises(ValueError, match="'bn_hidden'.*subclassed"):
+        pydp_r.replace_batch_norm(model)
