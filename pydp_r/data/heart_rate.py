@@ -3,16 +3,15 @@
 Follows the R walkthrough: ACC, BVP, EDA and TEMP are averaged over 2 s (the label period), the six
 resulting features are cut into sequences of ``num_timesteps`` steps, and each sequence is labelled
 with the heart rate of its last step. One subject is split in time at label ``train_max`` before
-sequences are cut, so no sequence crosses the split; several subjects are split leave-one-out.
+sequences are cut, so no sequence crosses the split; several subjects are split leave-one-out,
+or by person into arrays that carry each sequence's user id (``heart_rate_sequences``).
 """
 
 from __future__ import annotations
 
-import glob
 import numbers
 import os
-import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -21,6 +20,8 @@ import tensorflow as tf
 from pydp_r.data.ppg_dalia import (
     LABEL_PERIOD_SECONDS,
     WRIST_RATES_HZ,
+    check_subject_ids,
+    find_subject_files,
     load_ppg_dalia_subject,
     normalize_ppg_dalia_subject,
 )
@@ -32,6 +33,7 @@ __all__ = [
     "find_subject_files",
     "heart_rate_arrays",
     "heart_rate_datasets",
+    "heart_rate_sequences",
     "leave_one_subject_out",
 ]
 
@@ -99,7 +101,8 @@ def heart_rate_arrays(
     train_max: int = 4000,
     num_timesteps: int = 12,
     standardize: bool = False,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    with_user_ids: bool = False,
+) -> tuple[np.ndarray, ...]:
     """Builds the walkthrough's training and test sequences of one subject as numpy arrays.
 
     Args:
@@ -110,12 +113,16 @@ def heart_rate_arrays(
         num_timesteps: Steps (2 s each) per sequence, integer >= 1.
         standardize: If True, each feature is shifted and scaled by the mean and standard
             deviation of the training part's 2 s steps (test steps use the same values).
+        with_user_ids: If True, also return the user id of every sequence (the subject's
+            ``subject`` entry), for user-level accounting and splits by person.
 
     Returns:
         ``(x_train, y_train, x_test, y_test)``: x float32 ``(n, num_timesteps, 6)`` with features
         ACC x, y, z, BVP, EDA, TEMP; y float32 ``(n, 1)``, the heart rate (bpm) of each
         sequence's last step. ``n`` is ``train_max - num_timesteps + 1`` for training and
-        ``n_labels - train_max - num_timesteps + 1`` for test (3,989 and 592 for S1).
+        ``n_labels - train_max - num_timesteps + 1`` for test (3,989 and 592 for S1). With
+        ``with_user_ids``, ``(x_train, y_train, x_test, y_test, user_ids_train,
+        user_ids_test)``, the ids a str array ``(n,)`` each.
 
     Raises:
         ValueError: If an argument is outside its range, a wrist signal is shorter than the labels
@@ -138,7 +145,66 @@ def heart_rate_arrays(
         steps = ((steps - mean) / std).astype(np.float32)
     x_train, y_train = _sequences_and_targets(steps[:train_max], labels[:train_max], num_timesteps)
     x_test, y_test = _sequences_and_targets(steps[train_max:], labels[train_max:], num_timesteps)
-    return x_train, y_train, x_test, y_test
+    if not with_user_ids:
+        return x_train, y_train, x_test, y_test
+    user = subject["subject"]
+    user_ids_train, user_ids_test = _user_ids(user, len(y_train)), _user_ids(user, len(y_test))
+    return x_train, y_train, x_test, y_test, user_ids_train, user_ids_test
+
+
+def _user_ids(user: str, count: int) -> np.ndarray:
+    return np.repeat(np.array([user], dtype=np.str_), count)
+
+
+def heart_rate_sequences(
+    subjects: Any, num_timesteps: int = 12
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """All sequences of several subjects with the user id of each, none crossing two subjects.
+
+    Each subject is cut on its own, every label from ``num_timesteps - 1`` on (no time split:
+    split by person with ``leave_subjects_out`` or ``subject_folds`` instead). Features are not
+    standardized; scale them with statistics of the training subjects or of public data.
+
+    Args:
+        subjects: A dict from user id to subject (``load_ppg_dalia_subjects``), or a list of
+            subjects (``synthetic_ppg_population``; each one's ``subject`` entry is its id),
+            dicts or paths to pickles. Ids must be distinct and non-empty.
+        num_timesteps: Steps (2 s each) per sequence, integer in [1, smallest label count].
+
+    Returns:
+        ``(x, y, user_ids)``: x float32 ``(n, num_timesteps, 6)`` (features as in
+        ``heart_rate_arrays``), y float32 ``(n, 1)`` in bpm, user_ids a str array ``(n,)``;
+        subjects in the given order, each one's sequences in time order.
+
+    Raises:
+        ValueError: If ``subjects`` is empty, holds something other than subjects, repeats an
+            id, or a subject has fewer than ``num_timesteps`` labels.
+        FileNotFoundError: If a path does not exist.
+    """
+    num_timesteps = _check_positive_int("num_timesteps", num_timesteps)
+    if isinstance(subjects, Mapping):
+        named = [(name, _as_subject(subject)) for name, subject in subjects.items()]
+    elif isinstance(subjects, (str, os.PathLike)) or not isinstance(subjects, Iterable):
+        raise ValueError(
+            f"subjects must be a dict from user id to subject or a list of subjects, got "
+            f"{type(subjects).__name__}."
+        )
+    else:
+        named = [(subject["subject"], subject) for subject in map(_as_subject, subjects)]
+    check_subject_ids([name for name, _ in named], "subjects' ids")
+    xs, ys, ids = [], [], []
+    for name, subject in named:
+        steps, labels = _step_features(subject)
+        if labels.shape[0] < num_timesteps:
+            raise ValueError(
+                f"num_timesteps must be at most the label count of every subject; {name!r} "
+                f"has {labels.shape[0]}, got {num_timesteps}."
+            )
+        x, y = _sequences_and_targets(steps, labels, num_timesteps)
+        xs.append(x)
+        ys.append(y)
+        ids.append(_user_ids(name, len(y)))
+    return np.concatenate(xs), np.concatenate(ys), np.concatenate(ids)
 
 
 def _check_batch_options(batch_size: Any, seed: Any) -> int:
@@ -194,39 +260,6 @@ def heart_rate_datasets(
     ds_train = ds_train.batch(batch_size, drop_remainder=drop_remainder)
     ds_test = tf.data.Dataset.from_tensor_slices((x_test, y_test)).batch(batch_size)
     return ds_train.prefetch(tf.data.AUTOTUNE), ds_test.prefetch(tf.data.AUTOTUNE)
-
-
-def _subject_key(path: str) -> tuple[int, str]:
-    """Sorts S2 before S10."""
-    stem = os.path.splitext(os.path.basename(path))[0]
-    match = re.fullmatch(r"S(\d+)", stem)
-    return (int(match.group(1)) if match else 1 << 30, stem)
-
-
-def find_subject_files(data_dir: str | os.PathLike) -> dict[str, str]:
-    """Finds subject pickles ``S*.pkl`` in a folder (flat, or one folder per subject as shipped).
-
-    Args:
-        data_dir: Folder holding ``S1.pkl``, ``S2.pkl``, ... or ``S1/S1.pkl``, ``S2/S2.pkl``, ...
-
-    Returns:
-        Dict from subject name (file name without ``.pkl``) to path, in subject-number order.
-
-    Raises:
-        FileNotFoundError: If ``data_dir`` is not a folder or holds no ``S*.pkl``.
-    """
-    folder = os.fspath(data_dir)
-    if not os.path.isdir(folder):
-        raise FileNotFoundError(f"data_dir is not a folder: {folder}")
-    paths = glob.glob(os.path.join(folder, "S*.pkl")) + glob.glob(
-        os.path.join(folder, "S*", "S*.pkl")
-    )
-    files: dict[str, str] = {}
-    for path in sorted(paths, key=_subject_key):
-        files.setdefault(os.path.splitext(os.path.basename(path))[0], path)
-    if not files:
-        raise FileNotFoundError(f"no subject files S*.pkl (or S*/S*.pkl) in {folder}")
-    return files
 
 
 def _subject_sequences(
@@ -291,9 +324,7 @@ def leave_one_subject_out(
     shuffle_buffer = _check_positive_int("shuffle_buffer", shuffle_buffer)
     files = find_subject_files(data_dir)
     if test_subject not in files:
-        raise ValueError(
-            f"test_subject must be one of {sorted(files, key=_subject_key)}, got {test_subject!r}."
-        )
+        raise ValueError(f"test_subject must be one of {list(files)}, got {test_subject!r}.")
     train_paths = [path for name, path in files.items() if name != test_subject]
     if not train_paths:
         raise ValueError(

@@ -1,4 +1,4 @@
-"""Loader for one PPG-DaLiA subject pickle (``S1.pkl`` ... ``S15.pkl``).
+"""Loaders for PPG-DaLiA subject pickles (``S1.pkl`` ... ``S15.pkl``), one or a folder of them.
 
 PPG-DaLiA (Reiss et al., 2019) records 15 subjects with a wrist device (Empatica E4) and a chest
 device (RespiBAN). Each subject is a dict pickled by Python 2, so it is read with
@@ -8,9 +8,11 @@ device (RespiBAN). Each subject is a dict pickled by Python 2, so it is read wit
 
 from __future__ import annotations
 
+import glob
 import os
 import pickle
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -23,10 +25,14 @@ __all__ = [
     "LABEL_PERIOD_SECONDS",
     "LABEL_WINDOW_SECONDS",
     "PPGDaliaFormatError",
+    "FIELD_STUDY_FOLDER",
     "QUESTIONNAIRE_KEYS",
     "WRIST_CHANNELS",
     "WRIST_RATES_HZ",
+    "check_subject_ids",
+    "find_subject_files",
     "load_ppg_dalia_subject",
+    "load_ppg_dalia_subjects",
     "normalize_ppg_dalia_subject",
 ]
 
@@ -240,3 +246,119 @@ def load_ppg_dalia_subject(path: str | os.PathLike) -> dict[str, Any]:
     if not subject["subject"]:
         subject["subject"] = os.path.splitext(os.path.basename(path_str))[0]
     return subject
+
+
+def _subject_key(path: str) -> tuple[int, str]:
+    """Sorts S2 before S10."""
+    stem = os.path.splitext(os.path.basename(path))[0]
+    match = re.fullmatch(r"S(\d+)", stem)
+    return (int(match.group(1)) if match else 1 << 30, stem)
+
+
+#: Folder of the subject pickles inside the unpacked dataset.
+FIELD_STUDY_FOLDER = "PPG_FieldStudy"
+
+
+def find_subject_files(data_dir: str | os.PathLike) -> dict[str, str]:
+    """Finds subject pickles ``S*.pkl`` in a folder (flat, or one folder per subject as shipped).
+
+    Args:
+        data_dir: Folder holding ``S1.pkl``, ``S2.pkl``, ... or ``S1/S1.pkl``, ``S2/S2.pkl``, ...
+            or the unpacked dataset whose ``PPG_FieldStudy`` folder holds them.
+
+    Returns:
+        Dict from subject name (file name without ``.pkl``) to path, in subject-number order.
+
+    Raises:
+        FileNotFoundError: If ``data_dir`` is not a folder or holds no ``S*.pkl``.
+    """
+    folder = os.fspath(data_dir)
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"data_dir is not a folder: {folder}")
+    field_study = os.path.join(folder, FIELD_STUDY_FOLDER)
+    if os.path.isdir(field_study):
+        folder = field_study
+    paths = glob.glob(os.path.join(folder, "S*.pkl")) + glob.glob(
+        os.path.join(folder, "S*", "S*.pkl")
+    )
+    files: dict[str, str] = {}
+    for path in sorted(paths, key=_subject_key):
+        files.setdefault(os.path.splitext(os.path.basename(path))[0], path)
+    if not files:
+        raise FileNotFoundError(f"no subject files S*.pkl (or S*/S*.pkl) in {folder}")
+    return files
+
+
+def load_ppg_dalia_subjects(
+    data_dir: str | os.PathLike,
+    subjects: Sequence[str] | None = None,
+    *,
+    include_chest: bool = False,
+) -> dict[str, dict[str, Any]]:
+    """Loads several PPG-DaLiA subjects (S1-S15 in the dataset), each under its subject id.
+
+    Files are read one at a time; with ``include_chest=False`` each subject's 700 Hz chest
+    signals are dropped as soon as it is read, so 15 real subjects hold about 0.2 GB (wrist,
+    labels, activity) instead of several GB. Unpickling runs code named in the files: load
+    only files you trust.
+
+    Args:
+        data_dir: The unpacked dataset (holding ``PPG_FieldStudy/``), or a folder of
+            ``S*/S*.pkl`` or flat ``S*.pkl`` files (see ``find_subject_files``).
+        subjects: Ids to load, e.g. ``["S1", "S2"]`` (file names without ``.pkl``), each
+            present and listed once; None (default) loads every subject found.
+        include_chest: Whether to keep the chest signals (``signal["chest"]``; otherwise it is
+            an empty dict).
+
+    Returns:
+        Dict from subject id to the subject (as ``load_ppg_dalia_subject`` returns it), in
+        subject-number order (S2 before S10) or the order of ``subjects``. Each subject's
+        ``subject`` entry is its id (the file name), the user id its sequences carry.
+
+    Raises:
+        FileNotFoundError: If ``data_dir`` holds no subject files.
+        ValueError: If ``subjects`` names an id that is not there or names one twice, or is
+            empty; ``PPGDaliaFormatError`` (a ValueError) if a file is malformed.
+    """
+    files = find_subject_files(data_dir)
+    if subjects is None:
+        wanted = list(files)
+    else:
+        wanted = check_subject_ids(subjects, "subjects")
+        missing = [name for name in wanted if name not in files]
+        if missing:
+            raise ValueError(
+                f"subjects must be among the subjects found in {os.fspath(data_dir)} "
+                f"{list(files)}; received {missing} that are not."
+            )
+    loaded: dict[str, dict[str, Any]] = {}
+    for name in wanted:
+        subject = load_ppg_dalia_subject(files[name])
+        if not include_chest:
+            subject["signal"]["chest"] = {}
+        subject["subject"] = name
+        loaded[name] = subject
+    return loaded
+
+
+def check_subject_ids(subject_ids: Any, name: str = "subject_ids") -> list[str]:
+    """A non-empty list of distinct non-empty strings (subject or user ids).
+
+    Args:
+        subject_ids: An iterable of strings, or a dict whose keys are the ids (what
+            ``load_ppg_dalia_subjects`` returns). A single string is refused, not split.
+        name: The argument's name, for the error message.
+
+    Raises:
+        ValueError: Naming ``name``, for anything else, an empty list, or a repeated id.
+    """
+    valid = "a non-empty list of distinct non-empty strings"
+    if isinstance(subject_ids, (str, bytes)) or not isinstance(subject_ids, Iterable):
+        raise ValueError(f"{name} must be {valid}; received {subject_ids!r}.")
+    ids = list(subject_ids.keys() if isinstance(subject_ids, Mapping) else subject_ids)
+    if not ids or not all(isinstance(item, str) and item for item in ids):
+        raise ValueError(f"{name} must be {valid}; received {ids!r}.")
+    repeated = sorted({item for item in ids if ids.count(item) > 1})
+    if repeated:
+        raise ValueError(f"{name} must be {valid}; received {repeated} more than once.")
+    return ids

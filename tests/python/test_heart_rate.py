@@ -1,4 +1,4 @@
-"""Heart-rate training and test data for one subject and leave-one-subject-out."""
+"""Heart-rate training and test data: one subject, leave-one-subject-out, user ids per sequence."""
 
 import copy
 
@@ -10,8 +10,11 @@ from pydp_r.data import (
     find_subject_files,
     heart_rate_arrays,
     heart_rate_datasets,
+    heart_rate_sequences,
     leave_one_subject_out,
+    leave_subjects_out,
     save_ppg_dalia_subject,
+    synthetic_ppg_population,
     synthetic_ppg_subject,
 )
 
@@ -286,3 +289,65 @@ def test_leave_one_subject_out_rejects_bad_arguments(subject_folder, tmp_path):
         leave_one_subject_out(lonely, "S1")
     with pytest.raises(FileNotFoundError):
         leave_one_subject_out(tmp_path / "absent", "S1")
+
+
+# User ids: every sequence says whose it is.
+
+
+def test_arrays_carry_the_subject_as_user_id_when_asked(small):
+    plain = heart_rate_arrays(small, train_max=100)
+    with_ids = heart_rate_arrays(small, train_max=100, with_user_ids=True)
+    assert len(plain) == 4 and len(with_ids) == 6
+    for mine, theirs in zip(plain, with_ids[:4], strict=True):
+        np.testing.assert_array_equal(mine, theirs)
+    user_ids_train, user_ids_test = with_ids[4:]
+    assert user_ids_train.shape == (len(with_ids[1]),)
+    assert user_ids_test.shape == (len(with_ids[3]),)
+    assert set(user_ids_train) == set(user_ids_test) == {small["subject"]}
+
+
+def test_sequences_of_several_subjects_carry_their_user_ids(subject_folder):
+    folder, subjects = subject_folder
+    x, y, user_ids = heart_rate_sequences(subjects, num_timesteps=5)
+    # Each subject is cut on its own: n_labels - 4 sequences each, in the given order.
+    counts = {name: subject["label"].size - 4 for name, subject in subjects.items()}
+    assert x.shape == (sum(counts.values()), 5, 6) and y.shape == (len(x), 1)
+    assert list(dict.fromkeys(user_ids)) == list(subjects)
+    start = 0
+    for name, subject in subjects.items():
+        rows = slice(start, start + counts[name])
+        assert set(user_ids[rows]) == {name}
+        expected_x, expected_y = _all_sequences(subject, 5)
+        np.testing.assert_allclose(x[rows], expected_x, rtol=1e-6)
+        np.testing.assert_array_equal(y[rows], expected_y)
+        start += counts[name]
+    # A list of subjects (a synthetic population) is keyed by each one's subject entry; paths
+    # work as well as dicts.
+    paths = [str(folder / f"{name}.pkl") for name in subjects]
+    _, y_paths, ids_paths = heart_rate_sequences(paths, num_timesteps=5)
+    np.testing.assert_array_equal(y_paths, y)
+    np.testing.assert_array_equal(ids_paths, user_ids)
+
+
+def test_sequences_of_a_population_split_by_person():
+    people = synthetic_ppg_population(6, seed=1, n_labels_range=(40, 60))
+    train_ids, test_ids = leave_subjects_out([person["subject"] for person in people], ["P1-2"])
+    by_id = {person["subject"]: person for person in people}
+    _, _, train_users = heart_rate_sequences({name: by_id[name] for name in train_ids})
+    _, y_test, test_users = heart_rate_sequences([by_id[name] for name in test_ids])
+    assert set(train_users) == set(train_ids) and set(test_users) == {"P1-2"}
+    assert len(y_test) == by_id["P1-2"]["label"].size - 11
+
+
+def test_sequences_reject_bad_subjects(subject_folder):
+    _, subjects = subject_folder
+    with pytest.raises(ValueError, match="subjects must be a dict"):
+        heart_rate_sequences(42)
+    with pytest.raises(ValueError, match="subjects must be a dict"):
+        heart_rate_sequences("S1.pkl")
+    with pytest.raises(ValueError, match=r"more than once"):
+        heart_rate_sequences([subjects["S1"], subjects["S1"]])
+    with pytest.raises(ValueError, match="non-empty list"):
+        heart_rate_sequences([])
+    with pytest.raises(ValueError, match=r"'S2' has 30, got 31"):
+        heart_rate_sequences(subjects, num_timesteps=31)

@@ -9,6 +9,7 @@ import pytest
 from pydp_r.data import (
     PPGDaliaFormatError,
     load_ppg_dalia_subject,
+    load_ppg_dalia_subjects,
     normalize_ppg_dalia_subject,
     save_ppg_dalia_subject,
     synthetic_ppg_subject,
@@ -216,3 +217,66 @@ def test_save_checks_the_layout_first(subject, tmp_path):
     with pytest.raises(PPGDaliaFormatError, match="signal/wrist/TEMP"):
         save_ppg_dalia_subject(_without(subject, "signal", "wrist", "TEMP"), path)
     assert not path.exists()
+
+
+# Several subjects: the dataset's PPG_FieldStudy/S{i}/S{i}.pkl layout, built here in small.
+
+
+@pytest.fixture(scope="module")
+def field_study(tmp_path_factory):
+    root = tmp_path_factory.mktemp("PPG-DaLiA")
+    subjects = {}
+    for number in (1, 2, 10):
+        name = f"S{number}"
+        folder = root / "PPG_FieldStudy" / name
+        folder.mkdir(parents=True)
+        # The pickle's own subject entry differs from its file name: the file name is the id.
+        subjects[name] = synthetic_ppg_subject(
+            n_labels=20 + number, seed=number, chest_seconds=1.0, name=f"file {number}"
+        )
+        save_ppg_dalia_subject(subjects[name], folder / f"{name}.pkl", bytes_keys=number == 2)
+    return root, subjects
+
+
+def test_load_subjects_by_id_in_subject_number_order(field_study):
+    root, subjects = field_study
+    loaded = load_ppg_dalia_subjects(root)  # the dataset root: PPG_FieldStudy is found
+    assert list(loaded) == ["S1", "S2", "S10"]
+    for name, subject in loaded.items():
+        assert subject["subject"] == name
+        np.testing.assert_array_equal(subject["label"], subjects[name]["label"])
+        np.testing.assert_array_equal(
+            subject["signal"]["wrist"]["BVP"], subjects[name]["signal"]["wrist"]["BVP"]
+        )
+        assert subject["signal"]["chest"] == {}  # dropped unless asked for
+    assert list(load_ppg_dalia_subjects(root / "PPG_FieldStudy")) == ["S1", "S2", "S10"]
+
+
+def test_load_chosen_subjects_with_chest(field_study):
+    root, subjects = field_study
+    loaded = load_ppg_dalia_subjects(root, ["S10", "S1"], include_chest=True)
+    assert list(loaded) == ["S10", "S1"]
+    np.testing.assert_array_equal(
+        loaded["S10"]["signal"]["chest"]["ECG"], subjects["S10"]["signal"]["chest"]["ECG"]
+    )
+
+
+@pytest.mark.parametrize(
+    "subjects, message",
+    [
+        (["S3"], r"subjects must be among .*\['S1', 'S2', 'S10'\].*\['S3'\]"),
+        (["S1", "S1"], r"subjects .*\['S1'\] more than once"),
+        ([], "subjects must be a non-empty list"),
+        ("S1", "subjects must be a non-empty list"),
+        ([1], "subjects must be a non-empty list"),
+    ],
+)
+def test_load_subjects_rejects_bad_ids(field_study, subjects, message):
+    root, _ = field_study
+    with pytest.raises(ValueError, match=message):
+        load_ppg_dalia_subjects(root, subjects)
+
+
+def test_load_subjects_from_a_folder_without_subjects(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no subject files"):
+        load_ppg_dalia_subjects(tmp_path)
