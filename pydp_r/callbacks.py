@@ -21,11 +21,32 @@ from pydp_r import _keras_seam, ledger
 from pydp_r._checks import check_count
 from pydp_r.ledger import POISSON, SHUFFLED, PoissonSampling, Segment
 
-# Transformations of a poisson_batches dataset that keep every element one Poisson batch.
-_BATCH_PRESERVING_TRANSFORMATIONS = (
-    "MapDataset ParallelMapDataset PrefetchDataset _OptionsDataset TakeDataset SkipDataset "
-    "RepeatDataset _AssertCardinalityDataset CacheDataset FilterDataset"
-).split()
+# tf.data operations after poisson_batches that keep every element one fresh Poisson batch:
+# maps see one batch at a time, prefetch/options/take/skip/assert_cardinality pass batches on,
+# and a repeat iterates the dataset again, which draws new batches. Any other operation is
+# refused: cache replays old batches, shuffle/filter choose batches, (un/re)batch regroups rows.
+_POISSON_PRESERVING = {
+    "Map",
+    "ParallelMap",
+    "Prefetch",
+    "Options",
+    "Take",
+    "Skip",
+    "AssertCardinality",
+    "Repeat",
+}
+_WHY_REFUSED = {
+    "Cache": "replays the first epoch's batches in every later one",
+    "Shuffle": "chooses which batches run, and the batches are already random",
+    "Filter": "chooses which batches run by their content",
+    "Unbatch": "regroups rows into new batches",
+    "Rebatch": "regroups rows into new batches",
+    "Batch": "groups several Poisson batches into one step",
+    "PaddedBatch": "groups several Poisson batches into one step",
+}
+# Operations that group examples into batches, and those below a batch that keep the count of
+# distinct examples knowable from cardinalities (no duplication beyond repeat).
+_BATCHING = {"Batch", "PaddedBatch", "ParallelBatch"}
 
 
 class ShuffledBatchesWarning(UserWarning):
@@ -59,33 +80,66 @@ class FitInput:
         return self.sampling == POISSON
 
 
+def _chain(dataset: tf.data.Dataset) -> list[tf.data.Dataset]:
+    """`dataset` and the datasets it was made from, top first, while each has one input."""
+    chain = [dataset]
+    while True:
+        inputs = _keras_seam.dataset_inputs(chain[-1])
+        if len(inputs) != 1:
+            return chain
+        chain.append(inputs[0])
+
+
 def poisson_sampling_of(dataset: tf.data.Dataset) -> PoissonSampling | None:
-    """The sampling of a `poisson_batches` dataset, also through batch-preserving
-    transformations (map, prefetch, take, ...); None for a dataset not made from one.
+    """The sampling of a `poisson_batches` dataset, also through the operations that keep each
+    element one fresh Poisson batch (map, prefetch, take, skip, repeat, with_options); None for
+    a dataset not made from one.
 
     Raises:
-        ValueError: For a dataset made from Poisson batches by a transformation that may
-            change what a batch holds (unbatch, rebatch, shuffle, ...).
+        ValueError: For a dataset made from Poisson batches by another operation (cache,
+            shuffle, filter, batch, unbatch, rebatch, ...), naming it and why.
     """
-    chain = []
-    current = dataset
-    while True:
-        sampling = getattr(current, "pydp_r_poisson_sampling", None)
-        if sampling is not None:
-            unsafe = [name for name in chain if name not in _BATCH_PRESERVING_TRANSFORMATIONS]
-            if unsafe:
-                raise ValueError(
-                    "The dataset given to fit() is made from pydp_r.data.poisson_batches through "
-                    f"{', '.join(unsafe)}, which may change what one batch holds, so the "
-                    "Poisson accounting would not hold. Pass the poisson_batches dataset itself "
-                    "(map and prefetch are fine)."
-                )
-            return sampling
-        inputs = _keras_seam.dataset_inputs(current)
-        if len(inputs) != 1:
-            return None
-        chain.append(type(current).__name__)
-        current = inputs[0]
+    chain = _chain(dataset)
+    for depth, node in enumerate(chain):
+        sampling = getattr(node, "pydp_r_poisson_sampling", None)
+        if sampling is None:
+            continue
+        above = [_keras_seam.dataset_transformation(d) for d in chain[:depth]]
+        unsafe = [name for name in above if name not in _POISSON_PRESERVING]
+        if unsafe:
+            reasons = "; ".join(
+                f"{name.lower()} {_WHY_REFUSED.get(name, 'may change what one batch holds')}"
+                for name in dict.fromkeys(unsafe)
+            )
+            raise ValueError(
+                "The dataset given to fit() is made from pydp_r.data.poisson_batches through "
+                f"{', '.join(dict.fromkeys(unsafe))}: {reasons}, so the Poisson accounting "
+                "would not hold. Remove it: map, prefetch, take, skip, repeat and with_options "
+                "are fine, and poisson_batches draws fresh batches every epoch by itself."
+            )
+        return sampling
+    return None
+
+
+def _examples_per_pass(chain: list[tf.data.Dataset]) -> int | None:
+    """Distinct examples behind an ordinary batched dataset, when its cardinalities tell.
+
+    The examples are what the first batching operation (from the top) groups; below it, only
+    single-input operations of known or infinite cardinality may stand (repeat, map, shuffle,
+    take, ...). The smallest finite cardinality there bounds the distinct examples from above,
+    so passes counted from it are never too few. None when anything hides the count (filter,
+    generators, interleave, unbatch).
+    """
+    names = [_keras_seam.dataset_transformation(node) for node in chain]
+    batching = [depth for depth, name in enumerate(names) if name in _BATCHING]
+    if not batching or _keras_seam.dataset_inputs(chain[-1]):
+        return None  # no batching, or the chain ends in a many-input operation (zip, ...)
+    below = chain[batching[0] + 1 :]
+    counts = [int(node.cardinality()) for node in below]
+    if not below or any(count == tf.data.UNKNOWN_CARDINALITY for count in counts):
+        return None
+    finite = [count for count in counts if count >= 0]
+    return min(finite) if finite and min(finite) > 0 else None
 
 
 def describe_fit_input(arguments: dict[str, Any]) -> FitInput:
@@ -98,7 +152,18 @@ def describe_fit_input(arguments: dict[str, Any]) -> FitInput:
             return FitInput(
                 POISSON, n=sampling.n, poisson=sampling, source="pydp_r.data.poisson_batches"
             )
-        return FitInput(SHUFFLED, whole_passes=steps_per_epoch is None, source="a tf.data dataset")
+        chain = _chain(x)
+        n = _examples_per_pass(chain)
+        repeats = any(_keras_seam.dataset_transformation(d) == "Repeat" for d in chain)
+        # Passes are counted from the examples consumed when n is known (a repeat(k) is k
+        # passes), else one per epoch; a repeat with n unknown: every step may reuse every
+        # example.
+        return FitInput(
+            SHUFFLED,
+            n=n,
+            whole_passes=n is None and not repeats and steps_per_epoch is None,
+            source="a tf.data dataset",
+        )
     flat = [value for value in tf.nest.flatten(x) if hasattr(value, "shape")]
     if not flat or isinstance(x, keras.utils.PyDataset):
         return FitInput(SHUFFLED, whole_passes=steps_per_epoch is None, source=type(x).__name__)
@@ -127,9 +192,13 @@ def _dp_optimizer_of(model: keras.Model) -> Any:
 
 
 class LedgerRecorder(keras.callbacks.Callback):
-    """Records, at each epoch end and when `fit()` ends, the noisy steps taken in the ledger.
+    """Attributes the noisy releases of one `fit()` to what it trained on, in the ledger.
 
-    Added to every `fit()` of a DP model by `pydp_r.train_step`; not for users to add.
+    Added to every `fit()` of a DP model by `pydp_r.train_step`; not for users to add. The
+    optimizer counts its releases in the step itself; this callback says which mechanism they
+    were (Poisson batches, shuffled passes) and commits them at each epoch end and when `fit()`
+    ends, however it ends. Mid-epoch, `open_segment()` is the running epoch, which the
+    optimizer's `privacy_ledger` (and so a checkpoint saved mid-epoch) includes.
 
     Args:
         optimizer: The model's DP optimizer.
@@ -144,8 +213,10 @@ class LedgerRecorder(keras.callbacks.Callback):
         self.ledger_paths: list[str] = []
         self.ledger_fields: dict[str, Any] = {}
         self._epoch_open = False
-        self._resumed_checked = False
-        optimizer.ledger_recorder = self
+        self._restores_checked = False
+        self._releases_at = 0
+        self._examples_at = 0
+        self._batches_at = 0
 
     @property
     def accumulation(self) -> int:
@@ -178,6 +249,7 @@ class LedgerRecorder(keras.callbacks.Callback):
             passes=passes if self.fit_input.sampling == SHUFFLED else 0,
             largest_batch=optimizer.largest_batch or None,
             epochs=epochs,
+            origin=optimizer.lineage,
         )
         fields.update(changes)
         return Segment(**fields)
@@ -190,56 +262,70 @@ class LedgerRecorder(keras.callbacks.Callback):
                 "accounting does not cover. Use gradient_accumulation_steps=1 with a larger "
                 "sampling_rate instead."
             )
-        self._steps_at = self.optimizer.noisy_steps
-        self._examples_at = self.optimizer.examples_seen
+        self.optimizer.record_releases_outside_fit()
+        self.optimizer.ledger_recorder = self
+        self._mark_epoch_start()
+
+    def _mark_epoch_start(self) -> None:
+        optimizer = self.optimizer
+        self._releases_at = optimizer.releases
+        self._examples_at = optimizer.examples_seen
+        self._batches_at = int(_keras_seam.optimizer_batches_seen(optimizer).numpy())
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        if not self._resumed_checked:
-            self._resumed_checked = True
-            self._presume_missing_epochs(epoch)
+        between = self.open_segment()  # releases since the last epoch, made by a callback
+        if between.steps:
+            self.optimizer.record_segment(between)
+        if not self._restores_checked:
+            # After the callbacks' on_train_begin, where BackupAndRestore restores iterations.
+            self._restores_checked = True
+            self._presume_restored_steps(epoch)
+        self._mark_epoch_start()
         self._epoch_open = True
 
-    def _presume_missing_epochs(self, epoch: int) -> None:
-        """A fit() resumed at `epoch` (initial_epoch, BackupAndRestore) past the epochs this
-        ledger recorded: count the missing ones as if they ran with this fit()'s settings."""
-        missing = epoch - self.optimizer.privacy_ledger.epochs
-        if missing <= 0:
+    def _presume_restored_steps(self, epoch: int) -> None:
+        """Count what a resumed fit() did not see, as if it ran with this fit()'s settings,
+        with a warning: restored `iterations` that no ledger records (BackupAndRestore,
+        load_weights), and epochs before `initial_epoch` that the ledger lacks (weights
+        restored into an optimizer that was not built, whose state Keras does not load)."""
+        optimizer = self.optimizer
+        missing_steps = optimizer.unexplained_steps()
+        missing_epochs = max(0, epoch - optimizer.privacy_ledger.epochs)
+        if not (missing_steps or missing_epochs):
             return
+        batch = optimizer.largest_batch or self.fit_input.batch_size
         if self.fit_input.sampling == POISSON:
-            steps = missing * self.fit_input.poisson.steps_per_epoch
-            presumed = self.segment(steps=steps, epochs=missing, presumed=True)
+            steps = max(missing_steps, missing_epochs * self.fit_input.poisson.steps_per_epoch)
+            presumed = self.segment(steps=steps, epochs=missing_epochs, presumed=True)
         else:
-            presumed = self.segment(passes=missing, epochs=missing, presumed=True)
-            if not self.fit_input.whole_passes:
-                warnings.warn(
-                    "Resuming with steps_per_epoch: each presumed epoch is counted as one pass.",
-                    stacklevel=2,
-                )
+            if self.n is not None and batch:
+                passes = math.ceil(missing_steps * batch / self.n)
+            else:
+                passes = missing_steps  # nothing says two steps used different examples
+            passes = max(passes, missing_epochs)
+            presumed = self.segment(
+                steps=missing_steps, passes=passes, epochs=missing_epochs, presumed=True
+            )
         warnings.warn(
-            f"fit() starts at epoch {epoch}, but this optimizer's privacy ledger records "
-            f"{self.optimizer.privacy_ledger.epochs} epochs (weights-only checkpoint or "
-            f"BackupAndRestore): the {missing} missing epochs are counted as if they ran with "
-            "the current settings. Save the whole model (.keras) or keep a ledger file "
+            f"fit() resumes at epoch {epoch} from a state that has taken "
+            f"{optimizer.noisy_steps} noisy steps, but this optimizer's privacy ledger lacks "
+            f"{missing_steps} steps and {missing_epochs} epochs of them (weights-only "
+            "checkpoint or BackupAndRestore): the missing epochs are counted as if they ran "
+            "with the current settings. Save the whole model (.keras) or keep a ledger file "
             "(PrivacyBudget(ledger_path=...)) to carry the exact record.",
             stacklevel=2,
         )
-        self.optimizer.privacy_ledger.record(presumed)
+        optimizer.record_segment(presumed)
 
-    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        self.close_epoch()
-
-    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
-        self.close_epoch()
-
-    def close_epoch(self) -> None:
-        """Record the steps since the last record as one (possibly partial) epoch."""
-        if not self._epoch_open:
-            return
-        self._epoch_open = False
+    def open_segment(self) -> Segment:
+        """The releases of the running epoch (none outside one), as `close_epoch` would record."""
         optimizer = self.optimizer
-        steps = optimizer.noisy_steps - self._steps_at
+        steps = optimizer.releases - self._releases_at
+        if not self._epoch_open:
+            # Between epochs (or before the first) no fit step runs: anything new is the
+            # caller's (e.g. a callback's train_on_batch) and counts as unattributed.
+            return optimizer.unattributed_segment(steps)
         examples = optimizer.examples_seen - self._examples_at
-        self._steps_at, self._examples_at = optimizer.noisy_steps, optimizer.examples_seen
         passes = 0
         if self.fit_input.sampling == SHUFFLED and (steps or examples):
             if self.fit_input.whole_passes:
@@ -251,9 +337,30 @@ class LedgerRecorder(keras.callbacks.Callback):
             batches = int(_keras_seam.optimizer_batches_seen(optimizer).numpy())
             if self.accumulation > 1 and batches % self.accumulation:
                 passes += 2  # a logical batch straddles this epoch's end
-        optimizer.privacy_ledger.record(self.segment(steps=steps, passes=passes, epochs=1))
-        for path in self.ledger_paths:
-            ledger.append_to_file(path, optimizer.privacy_ledger, **self.ledger_fields)
+        return self.segment(steps=steps, passes=passes, epochs=1)
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self.close_epoch()
+
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        self.close_epoch()
+
+    def close_epoch(self) -> None:
+        """Record the running epoch's releases (a partial epoch when fit() stopped early)."""
+        if self._epoch_open:
+            self.optimizer.record_segment(self.open_segment())
+            self._epoch_open = False
+            self._mark_epoch_start()
+            for path in self.ledger_paths:
+                ledger.append_to_file(path, self.optimizer.privacy_ledger, **self.ledger_fields)
+
+    def end_fit(self) -> None:
+        """Run when `fit()` ends, however: record a partial epoch and leave the optimizer."""
+        try:
+            self.close_epoch()
+        finally:
+            if self.optimizer.ledger_recorder is self:
+                self.optimizer.ledger_recorder = None
 
 
 class PrivacyBudget(keras.callbacks.Callback):
@@ -281,9 +388,11 @@ class PrivacyBudget(keras.callbacks.Callback):
             step is taken that would exceed it (training stops; a budget already spent raises).
         accountant: "rdp" or "pld" (PLD is used anyway for truncated Poisson batches).
         ledger_path: Optional path of an append-only ledger file (JSON lines, one record per
-            epoch, each with the whole ledger in words and as data). When it records more
-            steps than the model's own ledger (e.g. after a weights-only restore), its record
-            is taken, so a budget spent is never forgotten.
+            epoch, each with the whole ledger in words and as data), checked here: its
+            directory must exist. At the start of `fit()` every run the file records is merged
+            into the model's ledger (each segment once, at its largest count; a run resumed
+            from weights alone finds its own steps there), so a budget spent on the data is
+            never forgotten; several processes may share one file (each write is locked).
 
     Attributes:
         epsilon: Epsilon after the latest completed epoch (None before the first).
@@ -313,7 +422,7 @@ class PrivacyBudget(keras.callbacks.Callback):
             None if target_epsilon is None else checks.check_target_epsilon(target_epsilon)
         )
         self.accountant = checks.check_accountant(accountant)
-        self.ledger_path = None if ledger_path is None else str(ledger_path)
+        self.ledger_path = None if ledger_path is None else ledger.check_ledger_path(ledger_path)
         self.epsilon: float | None = None
         self.accountant_used = self.accountant
         self._optimizer: Any = None
@@ -323,13 +432,19 @@ class PrivacyBudget(keras.callbacks.Callback):
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         optimizer = _dp_optimizer_of(self.model)
         self._optimizer = optimizer
-        recorder: LedgerRecorder = optimizer.ledger_recorder
+        recorder = optimizer.ledger_recorder
+        if not isinstance(recorder, LedgerRecorder):
+            raise ValueError(
+                "PrivacyBudget works inside model.fit() of a model compiled with a pydp_r DP "
+                "optimizer; for custom loops read optimizer.privacy_ledger.epsilon(delta)."
+            )
         recorder.declared_n = self.n
         fit_input = recorder.fit_input
         if self.ledger_path is not None:
             from_file = ledger.read_file(self.ledger_path)
-            if from_file is not None and from_file.steps > optimizer.privacy_ledger.steps:
-                optimizer.privacy_ledger = from_file
+            if from_file is not None:
+                # Merged, never adopted: every run the file records counts, each once.
+                optimizer.merge_ledger(from_file)
             recorder.ledger_paths.append(self.ledger_path)
             recorder.ledger_fields = {"model": self.model.name, "delta": self.delta}
         self._check_declarations(fit_input)
@@ -413,6 +528,14 @@ class PrivacyBudget(keras.callbacks.Callback):
                 lambda passes: recorder.segment(passes=passes), epochs + 2
             )
             allowed = self._allowed_passes
+        per_call = int(getattr(self.model, "steps_per_execution", 1) or 1)
+        if 0 < allowed < per_call and recorder.fit_input.sampling == POISSON:
+            raise ValueError(
+                f"target_epsilon={self.target_epsilon!r} leaves room for {allowed} more noisy "
+                f"steps, but the model runs steps_per_execution={per_call} steps between budget "
+                f"checks, so the first of them would exceed it. Compile with "
+                f"steps_per_execution <= {allowed}."
+            )
         if allowed == 0:
             raise ValueError(
                 f"target_epsilon={self.target_epsilon!r} is already spent or would be exceeded "

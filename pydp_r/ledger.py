@@ -19,28 +19,55 @@ How a run of steps ("segment") is accounted, with Google's `dp_accounting`:
   accumulation) counts as two more (an example in both halves has sensitivity 2C, which is four
   Gaussian compositions instead of two).
 
+- Unattributed steps: noisy steps taken outside `fit()` (`train_on_batch`, custom loops with
+  `compute_dp_gradients`), or restored steps (`iterations` of a loaded optimizer) that no ledger
+  explains. Nothing says which examples they used, so each counts as one Gaussian mechanism of
+  sensitivity C on every example.
+
 Microbatching of more than one example per microbatch doubles the sensitivity, accounted as
 halving the noise multiplier (as TF Privacy does).
+
+Ledgers only grow. Every segment has an id; ledgers (the model's, a ledger file's, two
+processes' appends to one file) are merged by taking, for each id, the segment with the most
+steps, so a merge never lowers a count and never counts one segment twice. A segment loaded from
+a saved ledger is never extended: new steps open a new segment, so two runs resumed from one
+checkpoint add up instead of overwriting each other.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import json
 import math
 import os
+import secrets
+import warnings
 from typing import Any
 
 import dp_accounting
 
 POISSON = "poisson"
 SHUFFLED = "shuffled"
-SAMPLINGS = (POISSON, SHUFFLED)
+UNATTRIBUTED = "unattributed"
+SAMPLINGS = (POISSON, SHUFFLED, UNATTRIBUTED)
 
 # PLD discretization of the ledger: pessimistic (an upper bound), within about 1e-4 of the
 # finer default in epsilon, and ten times faster, so that budgets can be searched each fit().
 _PLD_VALUE_DISCRETIZATION = 1e-3
+
+
+def _check_field(name: str, value: Any, types: Any, low: float, high: float | None = None) -> None:
+    """A ledger field of the right type in [low, high] (a saved ledger may have been edited)."""
+    ok = isinstance(value, types) and not isinstance(value, bool)
+    ok = ok and math.isfinite(value) if ok and isinstance(value, float) else ok
+    if ok and not (low <= value and (high is None or value <= high)):
+        ok = False
+    if not ok:
+        upper = "" if high is None else f", {high:g}]"
+        valid = f"[{low:g}{upper}" if upper else f">= {low:g}"
+        raise ValueError(f"{name} must be a number {valid}; received {value!r}.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,7 +75,8 @@ class Segment:
     """A run of noisy steps with one sampling scheme and one noise multiplier.
 
     Attributes:
-        sampling: "poisson" or "shuffled" (fixed or shuffled batches, no amplification).
+        sampling: "poisson", "shuffled" (fixed or shuffled batches, no amplification) or
+            "unattributed" (steps with no known input: each a Gaussian mechanism).
         noise_multiplier: Noise std over the clip the traced step used, >= 0.
         used_microbatching: Whether microbatches held more than one example.
         steps: Noisy updates (releases) taken, >= 0.
@@ -60,9 +88,11 @@ class Segment:
             and straddles included); 0 for Poisson.
         largest_batch: Largest batch seen (examples, padding excluded), for the record.
         epochs: Keras epochs this segment covers (begun, including partial ones).
-        presumed: True when the steps were not observed but inferred (a resumed `fit()` with
-            `initial_epoch` past what this ledger recorded): counted as if they ran with the
-            current settings.
+        presumed: True when the steps were not observed but inferred (restored `iterations`
+            that this ledger did not record, seen in a `fit()`): counted as if they ran with
+            that fit's settings.
+        segment_id: Identity for merging ledgers ("" until the ledger assigns one).
+        origin: Lineage id of the optimizer whose steps these are (0: unknown).
     """
 
     sampling: str
@@ -76,10 +106,27 @@ class Segment:
     largest_batch: int | None = None
     epochs: int = 0
     presumed: bool = False
+    segment_id: str = ""
+    origin: int = 0
 
     def __post_init__(self) -> None:
         if self.sampling not in SAMPLINGS:
             raise ValueError(f"sampling must be one of {SAMPLINGS}; received {self.sampling!r}.")
+        _check_field("noise_multiplier", self.noise_multiplier, (int, float), 0, math.inf)
+        for name in ("steps", "passes", "epochs", "origin"):
+            _check_field(name, getattr(self, name), int, 0)
+        for name in ("n", "max_batch_size", "largest_batch"):
+            if getattr(self, name) is not None:
+                _check_field(name, getattr(self, name), int, 1)
+        if self.sampling_rate is not None:
+            _check_field("sampling_rate", self.sampling_rate, (int, float), 0, 1)
+        if self.sampling == POISSON and None in (self.n, self.sampling_rate):
+            raise ValueError("a poisson segment needs n and sampling_rate.")
+        for name in ("used_microbatching", "presumed"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false; received {getattr(self, name)!r}.")
+        if not isinstance(self.segment_id, str):
+            raise ValueError(f"segment_id must be a string; received {self.segment_id!r}.")
 
     @property
     def truncated(self) -> bool:
@@ -98,12 +145,18 @@ class Segment:
     def same_mechanism(self, other: Segment) -> bool:
         """Whether `other` continues this segment (same sampling, noise and data)."""
         keys = ("sampling", "noise_multiplier", "used_microbatching", "n", "sampling_rate")
-        keys += ("max_batch_size", "presumed")
+        keys += ("max_batch_size", "presumed", "origin")
         return all(getattr(self, key) == getattr(other, key) for key in keys)
 
     def dp_event(self) -> dp_accounting.DpEvent:
         """The `dp_accounting` event of this segment (`NoOpDpEvent` when nothing ran)."""
         sigma = self.effective_noise_multiplier
+        if self.sampling == UNATTRIBUTED:
+            if self.steps == 0:
+                return dp_accounting.NoOpDpEvent()
+            return dp_accounting.SelfComposedDpEvent(
+                dp_accounting.GaussianDpEvent(sigma), self.steps
+            )
         if self.sampling == SHUFFLED:
             if self.passes == 0:
                 return dp_accounting.NoOpDpEvent()
@@ -140,6 +193,11 @@ class Segment:
                 f"{self.steps} steps of Poisson batches (rate {self.sampling_rate:.6g} of "
                 f"n = {self.n}{size}), {noise}"
             )
+        elif self.sampling == UNATTRIBUTED:
+            text = (
+                f"{self.steps} steps with no recorded input (outside fit(), or restored and "
+                f"unexplained), each accounted as a Gaussian mechanism on every example, {noise}"
+            )
         else:
             of_n = f" of n = {self.n}" if self.n is not None else ""
             text = (
@@ -157,20 +215,50 @@ class PrivacyLedger:
     """
 
     def __init__(self, segments: list[Segment] | None = None) -> None:
-        self.segments: list[Segment] = list(segments or [])
+        self.segments: list[Segment] = []
+        # Segments this object opened, which alone it may extend; the session tag makes their
+        # ids unique across processes that resume one saved ledger.
+        self._extendable: set[str] = set()
+        self._session = secrets.token_hex(6)
+        for segment in segments or []:
+            self.merge_segment(segment)
 
     @classmethod
     def from_config(cls, config: Any) -> PrivacyLedger:
-        """A ledger from `get_config()`'s list of dicts (None or [] for an empty one)."""
+        """A ledger from `get_config()`'s list of dicts (None or [] for an empty one).
+
+        Raises:
+            ValueError: For a config that is not a list of valid segment dicts.
+        """
         if isinstance(config, PrivacyLedger):
-            return PrivacyLedger(config.segments)
+            return config.copy()
         if config is None:
             return cls()
         if not isinstance(config, (list, tuple)):
             raise ValueError(
                 f"privacy_ledger must be a list of segment dicts; received {type(config).__name__}."
             )
-        return cls([Segment(**dict(item)) for item in config])
+        segments = []
+        for number, item in enumerate(config):
+            if not isinstance(item, dict):
+                raise ValueError(
+                    f"privacy_ledger segment {number} must be a dict; received {item!r}."
+                )
+            try:
+                segments.append(Segment(**item))
+            except TypeError as error:  # unknown or missing fields
+                raise ValueError(f"privacy_ledger segment {number}: {error}.") from None
+            except ValueError as error:
+                raise ValueError(f"privacy_ledger segment {number}: {error}") from None
+        return cls(segments)
+
+    def copy(self) -> PrivacyLedger:
+        """An independent copy that assigns the same ids as this ledger would."""
+        copied = PrivacyLedger()
+        copied.segments = list(self.segments)
+        copied._extendable = set(self._extendable)
+        copied._session = self._session
+        return copied
 
     def get_config(self) -> list[dict[str, Any]]:
         """JSON-serializable form, one dict per segment."""
@@ -180,6 +268,10 @@ class PrivacyLedger:
     def steps(self) -> int:
         """Noisy updates recorded, over all segments."""
         return sum(segment.steps for segment in self.segments)
+
+    def steps_of(self, origin: int) -> int:
+        """Noisy updates recorded for the optimizer lineage `origin`."""
+        return sum(segment.steps for segment in self.segments if segment.origin == origin)
 
     @property
     def passes(self) -> int:
@@ -192,9 +284,14 @@ class PrivacyLedger:
         return sum(segment.epochs for segment in self.segments)
 
     def record(self, segment: Segment) -> None:
-        """Add `segment`'s steps, merging them into the last segment when it continues it."""
-        if self.segments and self.segments[-1].same_mechanism(segment):
-            last = self.segments[-1]
+        """Add `segment`'s steps, extending the last segment when it continues it and this
+        ledger opened it; otherwise as a new segment with a fresh id."""
+        last = self.segments[-1] if self.segments else None
+        if (
+            last is not None
+            and last.segment_id in self._extendable
+            and last.same_mechanism(segment)
+        ):
             largest = [b for b in (last.largest_batch, segment.largest_batch) if b is not None]
             self.segments[-1] = dataclasses.replace(
                 last,
@@ -203,8 +300,28 @@ class PrivacyLedger:
                 epochs=last.epochs + segment.epochs,
                 largest_batch=max(largest) if largest else None,
             )
-        else:
-            self.segments.append(segment)
+            return
+        segment_id = f"{self._session}.{len(self.segments)}"
+        self.segments.append(dataclasses.replace(segment, segment_id=segment_id))
+        self._extendable.add(segment_id)
+
+    def merge_segment(self, segment: Segment) -> None:
+        """Union with one saved segment: keep, per id, the one with the most steps and passes.
+
+        A segment without an id (saved by an older pydp_r) is added as it is.
+        """
+        for index, mine in enumerate(self.segments):
+            if segment.segment_id and mine.segment_id == segment.segment_id:
+                if (segment.steps, segment.passes) > (mine.steps, mine.passes):
+                    self.segments[index] = segment
+                    self._extendable.discard(segment.segment_id)
+                return
+        self.segments.append(segment)
+
+    def merge(self, other: PrivacyLedger) -> None:
+        """Union with another ledger (a ledger file's, another process's): counts only go up."""
+        for segment in other.segments:
+            self.merge_segment(segment)
 
     def accountant_for(self, accountant: str, extra: Segment | None = None) -> str:
         """The accountant that can account every segment: PLD once a truncated one is there."""
@@ -267,35 +384,128 @@ class PoissonSampling:
     steps_per_epoch: int
 
 
+class LedgerFileError(ValueError):
+    """A ledger file that cannot be read, validated or written; the message names the file."""
+
+
+def check_ledger_path(path: Any) -> str:
+    """A usable ledger file path: a non-empty path in an existing, writable directory.
+
+    Raises:
+        LedgerFileError: Naming the path and what to fix.
+    """
+    if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
+        raise LedgerFileError(f"ledger_path must be a non-empty file path; received {path!r}.")
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise LedgerFileError(f"ledger_path {path!r} is a directory; give a file path in it.")
+    if not os.path.isdir(directory):
+        raise LedgerFileError(
+            f"ledger_path {path!r}: directory {directory!r} does not exist; create it first."
+        )
+    if not os.access(directory, os.W_OK) or (
+        os.path.exists(path) and not os.access(path, os.R_OK | os.W_OK)
+    ):
+        raise LedgerFileError(f"ledger_path {path!r} is not readable and writable by this user.")
+    return path
+
+
 def append_to_file(path: str | os.PathLike, ledger: PrivacyLedger, **fields: Any) -> None:
     """Append one JSON line with the whole ledger (and `fields`, e.g. the model's name) to
-    `path`, creating it if needed. Earlier lines are never rewritten."""
+    `path`, creating it if needed. Earlier lines are never rewritten.
+
+    The line is written whole under an exclusive lock and fsynced; a write that fails (a full
+    disk) is cut back off, so the file never ends in a half line this call wrote.
+
+    Raises:
+        LedgerFileError: When the line cannot be written; the file is as it was.
+    """
     record = {"time": datetime.datetime.now(datetime.timezone.utc).isoformat(), **fields}
     record["noisy_steps"] = ledger.steps
     record["summary"] = ledger.describe()
     record["segments"] = ledger.get_config()
-    with open(path, "a", encoding="utf-8") as file:
-        file.write(json.dumps(record) + "\n")
+    line = (json.dumps(record) + "\n").encode("utf-8")
+    try:
+        descriptor = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+    except OSError as error:
+        raise LedgerFileError(f"cannot open ledger_path {str(path)!r}: {error}.") from None
+    try:
+        _lock(descriptor, exclusive=True)
+        size = os.fstat(descriptor).st_size
+        if size and os.pread(descriptor, 1, size - 1) != b"\n":
+            line = b"\n" + line  # end a half-written line, so this record stands on its own
+        try:
+            written = 0
+            while written < len(line):
+                written += os.write(descriptor, line[written:])
+            os.fsync(descriptor)
+        except OSError as error:
+            with contextlib.suppress(OSError):
+                os.ftruncate(descriptor, size)
+            raise LedgerFileError(
+                f"cannot write the privacy ledger to {str(path)!r}: {error}. The file is "
+                "unchanged; free space (or choose another ledger_path) and fit() again: the "
+                "model's own ledger (saved in .keras files) still holds every step."
+            ) from None
+    finally:
+        os.close(descriptor)
+
+
+def _lock(descriptor: int, exclusive: bool) -> None:
+    """An advisory lock on an open file (POSIX; a no-op where fcntl does not exist)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: appends of whole lines are still atomic enough there
+        return
+    fcntl.flock(descriptor, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+
+
+class HalfWrittenLineWarning(UserWarning):
+    """Warned when a ledger file ends in a half-written line (a crash during a write)."""
 
 
 def read_file(path: str | os.PathLike) -> PrivacyLedger | None:
-    """The ledger of the last line of a ledger file, or None when the file does not exist.
+    """Every ledger recorded in a ledger file, merged (each segment once, at its largest count);
+    None when the file does not exist.
+
+    A last line cut short by a crash is ignored with a `HalfWrittenLineWarning` naming it.
 
     Raises:
-        ValueError: When the file is not a ledger file (a line that is not such JSON).
+        LedgerFileError: When a line is not a valid ledger record; the message names the file
+            and the line.
     """
     if not os.path.exists(path):
         return None
-    last = None
-    with open(path, encoding="utf-8") as file:
-        for number, line in enumerate(file, start=1):
-            if not line.strip():
+    try:
+        with open(path, "rb") as file:
+            _lock(file.fileno(), exclusive=False)
+            lines = file.read().split(b"\n")
+    except OSError as error:
+        raise LedgerFileError(f"cannot read ledger_path {str(path)!r}: {error}.") from None
+    merged = PrivacyLedger()
+    last_number = max((i for i, line in enumerate(lines, 1) if line.strip()), default=0)
+    for number, raw in enumerate(lines, start=1):
+        if not raw.strip():
+            continue
+        try:
+            record = json.loads(raw.decode("utf-8"))
+            if not isinstance(record, dict) or not isinstance(record.get("segments"), list):
+                raise ValueError("no list of segments")
+            merged.merge(PrivacyLedger.from_config(record["segments"]))
+        except (ValueError, UnicodeDecodeError) as error:
+            # Every complete line ends in a newline: a last line without one was cut short.
+            if number == last_number and lines[-1].strip():
+                warnings.warn(
+                    f"ledger_path {str(path)!r}: line {number} is half-written (a crash during "
+                    "a write) and is ignored; the lines before it are kept.",
+                    HalfWrittenLineWarning,
+                    stacklevel=2,
+                )
                 continue
-            try:
-                last = json.loads(line)["segments"]
-            except (json.JSONDecodeError, KeyError, TypeError) as error:
-                raise ValueError(
-                    f"ledger_path {str(path)!r} is not a pydp_r ledger file: line {number} "
-                    f"is not a ledger record ({error})."
-                ) from None
-    return None if last is None else PrivacyLedger.from_config(last)
+            raise LedgerFileError(
+                f"ledger_path {str(path)!r} is not a valid pydp_r ledger file: line {number}: "
+                f"{error}. Restore the file from a backup, or give another ledger_path (never "
+                "delete a ledger whose steps ran)."
+            ) from None
+    return merged

@@ -5,10 +5,16 @@ trainer hands an optimizer only the batch's aggregated gradient, which carries n
 so `pydp_r` routes `fit()`'s training step for models compiled with a DP optimizer through
 `pydp_r.train_step`, which computes per-example gradients and calls `compute_dp_gradients`.
 Aggregated gradients handed to a DP optimizer any other way are refused with an error.
+
+Every noisy release is counted in the step that makes it, by a counter that lives only in this
+process, and attributed to the privacy ledger (`pydp_r.ledger`): by `fit()` to what it trained
+on, otherwise as unattributed steps. The noise key lives in the same process-only state: no
+TensorFlow or Keras save format can reach it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import math
 import secrets
@@ -21,7 +27,7 @@ import keras
 import tensorflow as tf
 
 from pydp_r import _keras_seam, clipping, ledger
-from pydp_r._checks import check_count, check_eager_execution, check_real
+from pydp_r._checks import check_count, check_eager_execution, check_noise_multiplier, check_real
 
 # Largest noise std (noise_multiplier * l2_norm_clip) that stays finite in float32 after
 # loss scaling.
@@ -43,6 +49,31 @@ def _refuse_change(name: str) -> None:
     )
 
 
+class _ProcessLocalState:
+    """The noise generator and the count of noisy releases, kept out of every save format.
+
+    A plain object, not a `tf.Module` or trackable: `tf.train.Checkpoint`, `tf.saved_model.save`,
+    `model.export`, `.keras` files and weights files save only what is tracked, so the secret
+    noise key (and a counter a restore could roll back) never leaves the process.
+    """
+
+    def __init__(self, key: int, counter: int) -> None:
+        self.noise_generator = tf.random.Generator.from_key_counter(
+            key=key, counter=[counter, 0], alg="philox"
+        )
+        # Noisy releases made by this optimizer object in this process; restores never lower it.
+        self.releases = tf.Variable(
+            0,
+            dtype=tf.int64,
+            trainable=False,
+            aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
+        )
+
+
+class LedgerMismatchWarning(UserWarning):
+    """Warned when an optimizer's `iterations` exceed what its privacy ledger records."""
+
+
 _keras_seam.check_keras_version()
 _keras_seam.check_tensorflow()
 
@@ -52,7 +83,8 @@ class NoPrivacyWarning(UserWarning):
 
 
 _AGGREGATED_GRADIENTS_MESSAGE = (
-    "{name} received aggregated gradients through apply_gradients()/apply(). A DP optimizer "
+    "{name} received gradients through apply_gradients()/apply() that are not the ones its "
+    "last compute_dp_gradients() returned (aggregated or changed gradients). A DP optimizer "
     "needs per-example gradients to clip; applying batch gradients would train without privacy. "
     "Use model.fit() on a model that does not override train_step (pydp_r computes per-example "
     "gradients there), or in a custom training loop call "
@@ -64,13 +96,13 @@ _AGGREGATED_GRADIENTS_MESSAGE = (
 _thread_state = threading.local()
 
 
-def _pending_private_gradients() -> set[int]:
-    """Ids of the optimizers whose private gradients this thread computed and has not applied.
+def _pending_private_gradients() -> dict[int, list[Any]]:
+    """Per optimizer id, the private gradients this thread computed and has not applied.
 
     Per thread, because tf.distribute traces each replica's step in its own thread.
     """
     if not hasattr(_thread_state, "pending"):
-        _thread_state.pending = set()
+        _thread_state.pending = {}
     return _thread_state.pending
 
 
@@ -93,6 +125,7 @@ class DPOptimizerMixin:
             remove the noise, so never release a model trained with one.
         privacy_ledger: The record of noisy steps already taken (restored by Keras from a
             saved optimizer config; not for users to pass).
+        ledger_id: Lineage id of the ledger (restored from a saved config; not for users).
         *args, **kwargs: Arguments of the wrapped Keras optimizer (`learning_rate`, ...).
 
     `l2_norm_clip`, `noise_multiplier`, `num_microbatches` and `noise_seed` are read-only
@@ -113,18 +146,14 @@ class DPOptimizerMixin:
         *args: Any,
         noise_seed: int | None = None,
         privacy_ledger: Any = None,
+        ledger_id: int | None = None,
         **kwargs: Any,
     ) -> None:
         check_eager_execution(type(self).__name__)
         l2_norm_clip = check_real(
             "l2_norm_clip", l2_norm_clip, "a finite number > 0", lambda v: 0 < v < math.inf
         )
-        noise_multiplier = check_real(
-            "noise_multiplier",
-            noise_multiplier,
-            "a finite number >= 0",
-            lambda v: 0 <= v < math.inf,
-        )
+        noise_multiplier = check_noise_multiplier(noise_multiplier)
         if num_microbatches is not None:
             num_microbatches = check_count("num_microbatches", num_microbatches)
         accumulation = gradient_accumulation_steps
@@ -148,13 +177,14 @@ class DPOptimizerMixin:
         self._noise_multiplier = noise_multiplier
         self._num_microbatches = num_microbatches
         self._noise_seed = noise_seed
-        key, counter = _noise_key(noise_seed)
-        # A plain attribute (not a Keras variable): never saved, so a checkpoint does not
-        # carry the key.
-        self._noise_generator = tf.random.Generator.from_key_counter(
-            key=key, counter=[counter, 0], alg="philox"
-        )
-        self.privacy_ledger = ledger.PrivacyLedger.from_config(privacy_ledger)
+        self._local = _ProcessLocalState(*_noise_key(noise_seed))
+        self._ledger = ledger.PrivacyLedger.from_config(privacy_ledger)
+        if ledger_id is not None:
+            ledger_id = check_count("ledger_id", ledger_id, minimum=1)
+        self._ledger_id = ledger_id if ledger_id is not None else secrets.randbits(62) + 1
+        self._releases_recorded = 0
+        # The callback recording the running fit() in the ledger, None outside fit().
+        self.ledger_recorder: Any = None
         # Set by fit() for Poisson batches, whose zero-weight padding rows the step leaves out
         # of the reported loss and metrics.
         self.input_is_padded = False
@@ -217,6 +247,17 @@ class DPOptimizerMixin:
             aggregation="only_first_replica",
             name="largest_batch",
         )
+        # The ledger's lineage, saved with the weights: an optimizer restored from weights
+        # alone (BackupAndRestore, load_weights, tf.train.Checkpoint) knows whose steps its
+        # `iterations` count, and a ledger file recording that lineage explains them.
+        ledger_id = self._ledger_id
+        self._lineage = self.add_variable(
+            (),
+            initializer=lambda shape, dtype: tf.constant(ledger_id, tf.int64),
+            dtype="int64",
+            aggregation="only_first_replica",
+            name="lineage",
+        )
 
     def _count_examples(self, batch_size: tf.Tensor) -> None:
         """Record a processed batch of `batch_size` rows (per replica) for the ledger."""
@@ -235,6 +276,77 @@ class DPOptimizerMixin:
     def largest_batch(self) -> int:
         """Largest batch (rows, all replicas) the DP step has processed; 0 before any."""
         return int(self._largest_batch.numpy()) if self.built else 0
+
+    @property
+    def lineage(self) -> int:
+        """Id of the ledger lineage this optimizer's state descends from (restored with weights)."""
+        return int(self._lineage.numpy()) if self.built else self._ledger_id
+
+    @property
+    def releases(self) -> int:
+        """Noisy releases this optimizer object made in this process (a restore never lowers it)."""
+        return int(self._local.releases.numpy())
+
+    @property
+    def privacy_ledger(self) -> ledger.PrivacyLedger:
+        """Every noisy step of this optimizer's lineage, as an upper bound (a copy).
+
+        Besides what `fit()` recorded, it counts: releases made outside `fit()` (train_on_batch,
+        custom loops), as unattributed steps; the running epoch of a `fit()` (for checkpoints
+        saved mid-epoch); and restored `iterations` that the ledger does not explain (a
+        weights-only restore, an edited ledger), as unattributed steps with a warning.
+        """
+        self.record_releases_outside_fit()
+        snapshot = self._ledger.copy()
+        if self.ledger_recorder is not None:
+            running = self.ledger_recorder.open_segment()
+            if running.steps or running.passes:
+                snapshot.record(running)
+            return snapshot
+        unexplained = self.unexplained_steps(snapshot)
+        if unexplained:
+            warnings.warn(
+                f"{type(self).__name__}'s privacy ledger records "
+                f"{snapshot.steps_of(self.lineage)} noisy steps, but its restored state has "
+                f"taken {self.noisy_steps}: the {unexplained} steps nothing records are counted "
+                "as unattributed steps (a Gaussian mechanism each). Restore from a .keras file "
+                "or keep a ledger file (PrivacyBudget(ledger_path=...)) to keep the exact record.",
+                LedgerMismatchWarning,
+                stacklevel=2,
+            )
+            self.record_segment(self.unattributed_segment(unexplained))
+            snapshot = self._ledger.copy()
+        return snapshot
+
+    def unexplained_steps(self, recorded: ledger.PrivacyLedger | None = None) -> int:
+        """Noisy steps in `iterations` (restored state) that the ledger's lineage lacks."""
+        recorded = self._ledger if recorded is None else recorded
+        return max(0, self.noisy_steps - recorded.steps_of(self.lineage))
+
+    def unattributed_segment(self, steps: int) -> ledger.Segment:
+        """`steps` noisy steps with no known input: each a Gaussian mechanism on every example."""
+        return ledger.Segment(
+            sampling=ledger.UNATTRIBUTED,
+            noise_multiplier=float(self.noise_multiplier),
+            used_microbatching=self.num_microbatches is not None,
+            steps=steps,
+            origin=self.lineage,
+        )
+
+    def record_segment(self, segment: ledger.Segment) -> None:
+        """Commit `segment` to the ledger; every release made so far is then recorded."""
+        self._ledger.record(dataclasses.replace(segment, origin=self.lineage))
+        self._releases_recorded = self.releases
+
+    def record_releases_outside_fit(self) -> None:
+        """Record releases made outside `fit()` since the last record, as unattributed steps."""
+        pending = self.releases - self._releases_recorded
+        if pending > 0 and self.ledger_recorder is None:
+            self.record_segment(self.unattributed_segment(pending))
+
+    def merge_ledger(self, other: ledger.PrivacyLedger) -> None:
+        """Merge another record of spent privacy (a ledger file's): counts only go up."""
+        self._ledger.merge(other)
 
     @property
     def noisy_steps(self) -> int:
@@ -273,7 +385,46 @@ class DPOptimizerMixin:
             self.l2_norm_clip,
             self.num_microbatches,
         )
-        return self._noised_average(gradient_sums, num_units)
+        return self.private_gradients(gradient_sums, num_units)
+
+    def private_gradients(
+        self,
+        clipped_gradient_sums: Sequence[tf.Tensor],
+        num_units: tf.Tensor,
+        loss_scale: float = 1.0,
+    ) -> list[tf.Tensor]:
+        """Noise and average sums of clipped gradients (`_noised_average`), count the release,
+        and mark the result as the only gradients `apply` accepts next.
+
+        Args, Returns: as `_noised_average`.
+        """
+        gradients = self._noised_average(clipped_gradient_sums, num_units, loss_scale)
+        is_release = self._is_noise_replica()
+        if self.gradient_accumulation_steps:
+            is_release = tf.logical_and(is_release, self._is_update_step())
+        with tf.control_dependencies(gradients):
+            self._local.releases.assign_add(tf.cast(is_release, tf.int64))
+        _pending_private_gradients()[id(self)] = list(gradients)
+        return gradients
+
+    def discard_private_gradients(self) -> None:
+        """Forget gradients computed and never applied (then `apply` refuses any until the next
+        `compute_dp_gradients`)."""
+        _pending_private_gradients().pop(id(self), None)
+
+    def _is_update_step(self) -> tf.Tensor:
+        """Whether this batch completes a logical batch (always true without accumulation)."""
+        if not self.gradient_accumulation_steps:
+            return tf.constant(True)
+        batches_seen = _keras_seam.optimizer_batches_seen(self)
+        return (batches_seen + 1) % self.gradient_accumulation_steps == 0
+
+    def _is_noise_replica(self) -> tf.Tensor:
+        """Whether this replica adds the noise: the first one (or the only one)."""
+        replica_context = tf.distribute.get_replica_context()
+        if tf.distribute.get_strategy().num_replicas_in_sync > 1 and replica_context is not None:
+            return tf.equal(replica_context.replica_id_in_sync_group, 0)
+        return tf.constant(True)
 
     def _noised_average(
         self,
@@ -296,38 +447,36 @@ class DPOptimizerMixin:
             The private gradients, one per variable.
         """
         noise_scale = tf.constant(self.noise_stddev * loss_scale, tf.float32)
-        batches_seen = _keras_seam.optimizer_batches_seen(self)
-        if self.gradient_accumulation_steps:
-            # Keras averages the accumulated steps' gradients; noise joins only the step that
-            # completes a logical batch, so it is added once per logical batch.
-            is_update_step = (batches_seen + 1) % self.gradient_accumulation_steps == 0
-            noise_scale = noise_scale * tf.cast(is_update_step, tf.float32)
+        # Keras averages the accumulated steps' gradients; noise joins only the step that
+        # completes a logical batch, so it is added once per logical batch.
+        noise_scale = noise_scale * tf.cast(self._is_update_step(), tf.float32)
         # Under tf.distribute, Keras sums the replicas' gradients: the first replica alone adds
         # the noise, so the global sum carries it exactly once, and every replica divides by
         # the global number of units.
         num_replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        replica_context = tf.distribute.get_replica_context()
-        if num_replicas > 1 and replica_context is not None:
-            is_noise_replica = tf.equal(replica_context.replica_id_in_sync_group, 0)
-            noise_scale = noise_scale * tf.cast(is_noise_replica, tf.float32)
+        noise_scale = noise_scale * tf.cast(self._is_noise_replica(), tf.float32)
         global_units = tf.cast(num_units, tf.float32) * num_replicas
         # One Philox generator per optimizer, keyed by the secret key and advancing with every
         # draw: fresh noise for every call (also for repeated calls at one step, or after
         # weights and optimizer state are restored), untouched by Keras' seeds.
         gradients = []
         for gradient_sum in clipped_gradient_sums:
-            noise = self._noise_generator.normal(tf.shape(gradient_sum), dtype=tf.float32)
+            noise = self._local.noise_generator.normal(tf.shape(gradient_sum), dtype=tf.float32)
             noisy_sum = gradient_sum + tf.cast(noise * noise_scale, gradient_sum.dtype)
             gradients.append(noisy_sum / tf.cast(global_units, gradient_sum.dtype))
-        _pending_private_gradients().add(id(self))
         return gradients
 
     def apply(self, grads: Sequence[Any], trainable_variables: Sequence[Any] | None = None) -> Any:
-        """Apply gradients returned by `compute_dp_gradients`; refuses any others."""
-        pending = _pending_private_gradients()
-        if id(self) not in pending:
+        """Apply exactly the gradients the last `compute_dp_gradients` returned; refuses others."""
+        private = _pending_private_gradients().pop(id(self), None)
+        grads = list(grads) if isinstance(grads, (list, tuple)) else grads
+        if not (
+            isinstance(grads, list)
+            and private is not None
+            and len(grads) == len(private)
+            and all(given is made for given, made in zip(grads, private, strict=True))
+        ):
             raise RuntimeError(_AGGREGATED_GRADIENTS_MESSAGE.format(name=type(self).__name__))
-        pending.discard(id(self))
         return super().apply(grads, trainable_variables)
 
     def get_config(self) -> dict[str, Any]:
@@ -338,6 +487,7 @@ class DPOptimizerMixin:
                 "noise_multiplier": self.noise_multiplier,
                 "num_microbatches": self.num_microbatches,
                 "privacy_ledger": self.privacy_ledger.get_config(),
+                "ledger_id": self.lineage,
             }
         )
         if self.noise_seed is not None:  # the secret default key is never saved

@@ -175,7 +175,7 @@ def dp_train_step(model: keras.Model, data: Any) -> dict[str, Any]:
     # as Keras averages over the batch; the same as num_units when nothing was padded.
     filled_units = tf.cast(num_units, tf.float32) * tf.cast(batch_size, tf.float32)
     filled_units = filled_units / tf.cast(rows, tf.float32)
-    gradients = optimizer._noised_average(gradient_sums, filled_units, loss_scale)
+    gradients = optimizer.private_gradients(gradient_sums, filled_units, loss_scale)
     optimizer.apply_gradients(zip(gradients, trainable_weights, strict=True))
     optimizer._count_examples(batch_size)
 
@@ -218,7 +218,7 @@ def before_fit(model: keras.Model, arguments: dict[str, Any]) -> Callable[[], No
         optimizer.input_is_padded = recorder.fit_input.padded
         # The traced step reads this flag: trace again for the new kind of input.
         model.train_function = None
-    return recorder.close_epoch
+    return recorder.end_fit
 
 
 _keras_seam.install(uses_dp, dp_train_step, before_fit)

@@ -233,7 +233,7 @@ def _trial_runner(
         finally:
             # Gradients computed and never applied: clear the optimizer's "computed, not yet
             # applied" mark so that it keeps refusing aggregated gradients afterwards.
-            optimizers_module._pending_private_gradients().discard(id(optimizer))
+            optimizer.discard_private_gradients()
 
     return scores
 

@@ -26,7 +26,7 @@ class _NoClippingDPSGD(pydp_r.DPSGD):
         sums, _, _, num_units = clipping.clipped_gradient_sum(
             lambda unit: (loss_fn(unit), ()), inputs, variables, float("inf")
         )
-        return self._noised_average(sums, num_units)
+        return self.private_gradients(sums, num_units)
 
 
 class _HalfNoiseDPSGD(pydp_r.DPSGD):
@@ -41,14 +41,13 @@ class _PerUnitNoiseDPSGD(pydp_r.DPSGD):
     """Mutant: noise added to every unit's clipped gradient with std noise_multiplier * C /
     num_units (so the sum carries std noise_multiplier * C / sqrt(num_units), not the full)."""
 
-    def _noised_average(self, clipped_gradient_sums, num_units):
+    def _noised_average(self, clipped_gradient_sums, num_units, loss_scale=1.0):
         units = tf.cast(num_units, tf.float32)
         gradients = []
         for gradient_sum in clipped_gradient_sums:
             shape = tf.concat([[num_units], tf.shape(gradient_sum)], 0)
             per_unit = tf.random.normal(shape, stddev=self.noise_stddev) / units
             gradients.append((gradient_sum + tf.reduce_sum(per_unit, axis=0)) / units)
-        pydp_r.optimizers._pending_private_gradients().add(id(self))
         return gradients
 
 
