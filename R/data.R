@@ -204,29 +204,42 @@ check_subject <- function(x, call = frame_call(parent.frame())) {
 #' go straight into `model$fit()`, `model$predict()` and [poisson_batches()].
 #'
 #' @inheritParams heart_rate_datasets
+#' @param with_user_ids Whether to add the user id of every sequence (the
+#'   subject's `subject` entry), for user-level accounting. Defaults to
+#'   `FALSE`.
 #'
 #' @return A named list of R arrays: `x_train` and `x_test` of dimensions
 #'   `c(n, num_timesteps, 6)`, `y_train` and `y_test` of dimensions `c(n, 1)`
 #'   (heart rate in bpm; matrices, not vectors, because Keras refuses the
 #'   Python list a plain R vector becomes). For subject S1 (and the default
-#'   synthetic subject) `n` is 3989 for training and 592 for test.
+#'   synthetic subject) `n` is 3989 for training and 592 for test. With
+#'   `with_user_ids`, also `user_ids_train` and `user_ids_test`, character
+#'   vectors of length `n`.
 #' @export
 #' @examplesIf pydp_r_available()
 #' s1 <- synthetic_ppg_subject(n_labels = 300, include_chest = FALSE)
 #' arrays <- heart_rate_arrays(s1, train_max = 250)
 #' dim(arrays$x_train)
 heart_rate_arrays <- function(subject, train_max = 4000, num_timesteps = 12,
-                              standardize = FALSE) {
+                              standardize = FALSE, with_user_ids = FALSE) {
   check_subject(subject)
   check_count(train_max, "train_max")
   check_count(num_timesteps, "num_timesteps")
   check_flag(standardize, "standardize")
+  check_flag(with_user_ids, "with_user_ids")
   args <- supplied_args(match.call(expand.dots = FALSE), environment(),
                         integers = c("train_max", "num_timesteps"))
   args$subject <- subject_for_python(subject)
   arrays <- call_core("heart_rate_arrays", args, frame_call(environment()),
                       submodule = "data", convert = FALSE)
   arrays <- python_to_r(arrays)
+  if (with_user_ids) {
+    names(arrays) <- c("x_train", "y_train", "x_test", "y_test",
+                       "user_ids_train", "user_ids_test")
+    arrays$user_ids_train <- as.vector(arrays$user_ids_train)
+    arrays$user_ids_test <- as.vector(arrays$user_ids_test)
+    return(arrays)
+  }
   names(arrays) <- c("x_train", "y_train", "x_test", "y_test")
   arrays
 }
@@ -310,4 +323,270 @@ training_data_for_python <- function(data) {
 
 subject_for_python <- function(subject) {
   if (is.character(subject)) path.expand(subject) else r_to_python(subject)
+}
+
+#' A synthetic population of wearers, each in the PPG-DaLiA layout
+#'
+#' Simulates `n_users` people who differ as people do: resting heart rate
+#' (lower for those who train), fitness, PPG pulse amplitude (lower for darker
+#' skin), perfusion, activity mix, order and durations, and recording length.
+#' Each is a subject with the layout of [synthetic_ppg_subject()] and its own
+#' id in `subject` (`"P<seed>-<i>"`), the data that user-level privacy is
+#' about. Person `i` depends only on `seed` and `i`, so a smaller population
+#' is the start of a larger one. Without chest signals a person takes about
+#' 25 ms and 2.3 MB at the default lengths (1,000 people: about 25 s and
+#' 2.3 GB in Python; converting them to R lists costs as much memory again).
+#'
+#' @param n_users Number of people, a whole number >= 1 (no default).
+#' @param seed Random seed of the population, a whole number >= 0. Defaults to
+#'   `0`.
+#' @param n_labels_range Shortest and longest recording in heart-rate labels
+#'   (one per 2 s), two whole numbers with 1 <= shortest <= longest; lengths
+#'   are drawn log-uniformly between them. Defaults to `c(300, 1800)` (10 to
+#'   60 minutes).
+#' @param include_chest Whether to simulate the 700 Hz chest signals. Defaults
+#'   to `FALSE`.
+#' @param chest_seconds Seconds of chest signals to simulate, a number > 0, or
+#'   `NULL` for the whole recording. Defaults to `60`.
+#' @param motion_artifact_scale Multiplier of the motion artefacts in the BVP,
+#'   a number >= 0. Defaults to `1`.
+#'
+#' @return A list of `n_users` subjects (named lists as returned by
+#'   [synthetic_ppg_subject()]), person `i` at position `i`.
+#' @seealso [heart_rate_sequences()] for their sequences with user ids,
+#'   [leave_subjects_out()] and [subject_folds()] to split them by person.
+#' @export
+#' @examplesIf pydp_r_available()
+#' people <- synthetic_ppg_population(3, seed = 1, n_labels_range = c(100, 200))
+#' vapply(people, function(person) person$subject, "")
+#' vapply(people, function(person) length(person$label), 1L)
+synthetic_ppg_population <- function(n_users, seed = 0,
+                                     n_labels_range = c(300, 1800),
+                                     include_chest = FALSE, chest_seconds = 60,
+                                     motion_artifact_scale = 1) {
+  check_count(n_users, "n_users")
+  check_count(seed, "seed", min = 0)
+  check_n_labels_range(n_labels_range)
+  check_flag(include_chest, "include_chest")
+  check_number(chest_seconds, "chest_seconds", min = 0, max = Inf,
+               min_open = TRUE, max_open = TRUE, null_ok = TRUE)
+  check_number(motion_artifact_scale, "motion_artifact_scale", min = 0,
+               max = Inf, max_open = TRUE)
+  args <- supplied_args(match.call(expand.dots = FALSE), environment(),
+                        integers = c("n_users", "seed"))
+  if (!is.null(args$n_labels_range)) {
+    args$n_labels_range <- do.call(reticulate::tuple,
+                                   as.list(as.integer(n_labels_range)))
+  }
+  people <- call_core("synthetic_ppg_population", args,
+                      frame_call(environment()), submodule = "data",
+                      convert = FALSE)
+  python_to_r(people)
+}
+
+check_n_labels_range <- function(x, call = frame_call(parent.frame())) {
+  ok <- is.numeric(x) && length(x) == 2L && all(is.finite(x)) &&
+    all(x == trunc(x)) && x[[1]] >= 1 && x[[1]] <= x[[2]]
+  if (!ok) {
+    argument_error(
+      "n_labels_range",
+      "two whole numbers c(shortest, longest) with 1 <= shortest <= longest",
+      x, call
+    )
+  }
+}
+
+#' Load several PPG-DaLiA subjects, each under its id
+#'
+#' Reads the subjects S1-S15 of the PPG-DaLiA data set (or those named in
+#' `subjects`) one file at a time. Without `include_chest` each subject's
+#' 700 Hz chest signals are dropped as soon as it is read, so the 15 real
+#' subjects hold about 0.2 GB. Unpickling runs code named in the files: load
+#' only files you trust.
+#'
+#' @param data_dir The unpacked data set (holding `PPG_FieldStudy/`), or a
+#'   folder of `S*/S*.pkl` or `S*.pkl` files, a string (no default).
+#' @param subjects `NULL` (default: every subject found) or the ids to load, a
+#'   character vector such as `c("S1", "S2")` (file names without `.pkl`).
+#' @param include_chest Whether to keep the chest signals. Defaults to `FALSE`
+#'   (`signal$chest` is then an empty list).
+#'
+#' @return A named list from subject id to subject (as returned by
+#'   [load_ppg_dalia_subject()]), in subject-number order (S2 before S10) or
+#'   the order of `subjects`; each subject's `subject` entry is its id.
+#' @seealso [leave_subjects_out()] and [subject_folds()] to split by person,
+#'   [heart_rate_sequences()] for sequences with user ids.
+#' @export
+#' @examplesIf pydp_r_available() && dir.exists("PPG_FieldStudy")
+#' subjects <- load_ppg_dalia_subjects(".", c("S1", "S2"))
+#' names(subjects)
+load_ppg_dalia_subjects <- function(data_dir, subjects = NULL,
+                                    include_chest = FALSE) {
+  check_string(data_dir, "data_dir")
+  data_dir <- path.expand(data_dir)
+  if (!dir.exists(data_dir)) {
+    argument_error("data_dir", "the path of an existing folder", data_dir,
+                   frame_call(environment()))
+  }
+  if (!is.null(subjects)) {
+    check_subject_ids(subjects, "subjects")
+  }
+  check_flag(include_chest, "include_chest")
+  args <- supplied_args(match.call(expand.dots = FALSE), environment())
+  args$data_dir <- data_dir
+  if (!is.null(subjects)) {
+    args$subjects <- ids_for_python(subjects)
+  }
+  loaded <- call_core("load_ppg_dalia_subjects", args,
+                      frame_call(environment()), submodule = "data",
+                      convert = FALSE)
+  python_to_r(loaded)
+}
+
+#' Split subjects by person: hold some out for testing
+#'
+#' Whole subjects go to training or to testing, never both, so that test error
+#' and membership tests speak about people.
+#'
+#' @param subject_ids All subject ids (no default): a character vector of
+#'   distinct non-empty strings, or a named list of subjects (as returned by
+#'   [load_ppg_dalia_subjects()]), whose names are the ids.
+#' @param test_subjects The ids to hold out (no default), a character vector,
+#'   each in `subject_ids`, at least one and fewer than all.
+#'
+#' @return A list of two character vectors, `train` and `test`, each in the
+#'   order of `subject_ids`.
+#' @export
+#' @examplesIf pydp_r_available()
+#' leave_subjects_out(paste0("S", 1:15), test_subjects = c("S1", "S2"))
+leave_subjects_out <- function(subject_ids, test_subjects) {
+  subject_ids <- subject_ids_of(subject_ids)
+  check_subject_ids(test_subjects, "test_subjects")
+  split <- call_core(
+    "leave_subjects_out",
+    list(subject_ids = ids_for_python(subject_ids),
+         test_subjects = ids_for_python(test_subjects)),
+    frame_call(environment()), submodule = "data"
+  )
+  list(train = as.character(unlist(split[[1]])),
+       test = as.character(unlist(split[[2]])))
+}
+
+#' K-fold cross-validation by subject
+#'
+#' Assigns every subject to exactly one test fold; each fold trains on the
+#' other subjects.
+#'
+#' @inheritParams leave_subjects_out
+#' @param n_folds Number of folds, a whole number in \[2, number of subjects\]
+#'   (no default); as many folds as subjects is leave-one-subject-out.
+#' @param seed `NULL` (default: folds of consecutive subjects in the given
+#'   order) or a whole number >= 0 that assigns subjects to folds at random,
+#'   reproducibly.
+#'
+#' @return A list of `n_folds` lists, each with character vectors `train` and
+#'   `test` in the order of `subject_ids`; test folds differ in size by at most
+#'   one subject.
+#' @export
+#' @examplesIf pydp_r_available()
+#' folds <- subject_folds(paste0("S", 1:15), n_folds = 5, seed = 1)
+#' folds[[1]]$test
+subject_folds <- function(subject_ids, n_folds, seed = NULL) {
+  subject_ids <- subject_ids_of(subject_ids)
+  check_count(n_folds, "n_folds", min = 2)
+  check_count(seed, "seed", min = 0, null_ok = TRUE)
+  args <- list(subject_ids = ids_for_python(subject_ids),
+               n_folds = as_python_integer(n_folds))
+  if (!is.null(seed)) {
+    args$seed <- as_python_integer(seed)
+  }
+  folds <- call_core("subject_folds", args, frame_call(environment()),
+                     submodule = "data")
+  lapply(folds, function(fold) {
+    list(train = as.character(unlist(fold[[1]])),
+         test = as.character(unlist(fold[[2]])))
+  })
+}
+
+#' Sequences of several subjects, each with its user id
+#'
+#' Every sequence of every subject (each cut on its own, so none crosses two
+#' subjects, and every label from `num_timesteps` on is used) with the id of
+#' the person it came from: what user-level accounting and splits by person
+#' need. Features are not standardized.
+#'
+#' @param subjects The subjects (no default): a named list from id to subject
+#'   (as returned by [load_ppg_dalia_subjects()]), or an unnamed list of
+#'   subjects (as returned by [synthetic_ppg_population()]; each one's
+#'   `subject` entry is its id), or a character vector of subject file paths.
+#' @param num_timesteps Steps (2 s each) per sequence, a whole number >= 1 and
+#'   at most every subject's number of labels. Defaults to `12`.
+#'
+#' @return A named list: `x` (an array of dimensions `c(n, num_timesteps, 6)`),
+#'   `y` (heart rate in bpm, `c(n, 1)`) and `user_ids` (a character vector of
+#'   length `n`), subjects in the given order.
+#' @export
+#' @examplesIf pydp_r_available()
+#' people <- synthetic_ppg_population(3, seed = 1, n_labels_range = c(50, 80))
+#' sequences <- heart_rate_sequences(people)
+#' table(sequences$user_ids)
+heart_rate_sequences <- function(subjects, num_timesteps = 12) {
+  check_subjects(subjects)
+  check_count(num_timesteps, "num_timesteps")
+  args <- supplied_args(match.call(expand.dots = FALSE), environment(),
+                        integers = "num_timesteps")
+  args$subjects <- subjects_for_python(subjects)
+  arrays <- call_core("heart_rate_sequences", args, frame_call(environment()),
+                      submodule = "data", convert = FALSE)
+  arrays <- python_to_r(arrays)
+  list(x = arrays[[1]], y = arrays[[2]], user_ids = as.vector(arrays[[3]]))
+}
+
+check_subject_ids <- function(x, arg, call = frame_call(parent.frame())) {
+  if (!(is.character(x) && length(x) >= 1L && !anyNA(x) && all(nzchar(x)))) {
+    argument_error(arg, "a character vector of non-empty strings", x, call)
+  }
+  invisible(x)
+}
+
+# A named list of subjects stands for its names.
+subject_ids_of <- function(x, call = frame_call(parent.frame())) {
+  if (is.list(x) && !is.null(names(x))) {
+    x <- names(x)
+  }
+  check_subject_ids(x, "subject_ids", call)
+  x
+}
+
+# Always a Python list: a single R string would arrive as a bare str.
+ids_for_python <- function(ids) {
+  reticulate::r_to_py(as.list(ids))
+}
+
+check_subjects <- function(x, call = frame_call(parent.frame())) {
+  is_paths <- is.character(x) && length(x) >= 1L && !anyNA(x)
+  is_list <- is.list(x) && length(x) >= 1L
+  if (!(is_paths || is_list || inherits(x, "python.builtin.object"))) {
+    argument_error(
+      "subjects",
+      paste("a named or unnamed list of subjects, or a character vector of",
+            "subject file paths"),
+      x, call
+    )
+  }
+}
+
+subjects_for_python <- function(subjects) {
+  if (inherits(subjects, "python.builtin.object")) {
+    return(subjects)
+  }
+  if (is.character(subjects)) {
+    return(reticulate::r_to_py(as.list(path.expand(subjects))))
+  }
+  converted <- lapply(subjects, subject_for_python)
+  if (is.null(names(subjects))) {
+    return(reticulate::r_to_py(unname(converted)))
+  }
+  reticulate::py_dict(as.list(names(subjects)), unname(converted),
+                      convert = FALSE)
 }

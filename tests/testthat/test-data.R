@@ -234,3 +234,115 @@ test_that("heart_rate_arrays() gives R arrays of the walkthrough's shapes", {
   expect_equal(arrays$x_test, as_r_array(first_batch(datasets$test)[[1]]))
   expect_equal(arrays$y_train, as_r_array(first_batch(datasets$train)[[2]]))
 })
+
+test_that("bad arguments of the person-level data functions fail in R", {
+  expect_error(synthetic_ppg_population(0), "`n_users`")
+  expect_error(synthetic_ppg_population(2, seed = 1.5), "`seed`")
+  expect_error(synthetic_ppg_population(2, n_labels_range = c(10, 5)),
+               "`n_labels_range` must be two whole numbers")
+  expect_error(synthetic_ppg_population(2, n_labels_range = 10), "`n_labels_range`")
+  expect_error(synthetic_ppg_population(2, include_chest = NA), "`include_chest`")
+  expect_error(load_ppg_dalia_subjects(1), "`data_dir`")
+  expect_error(load_ppg_dalia_subjects(file.path(tempdir(), "no-such-folder")),
+               "`data_dir` must be the path of an existing folder")
+  expect_error(load_ppg_dalia_subjects(tempdir(), subjects = 1:2), "`subjects`")
+  expect_error(leave_subjects_out(1:3, "S1"), "`subject_ids`")
+  expect_error(leave_subjects_out(c("S1", NA), "S1"), "`subject_ids`")
+  expect_error(leave_subjects_out(c("S1", "S2"), character()), "`test_subjects`")
+  expect_error(subject_folds(c("S1", "S2"), 1), "`n_folds`")
+  expect_error(subject_folds(c("S1", "S2"), 2, seed = -1), "`seed`")
+  expect_error(heart_rate_sequences(42), "`subjects`")
+  expect_error(heart_rate_sequences(list(), 12), "`subjects`")
+  expect_error(heart_rate_sequences(list(list(a = 1)), num_timesteps = 0),
+               "`num_timesteps`")
+  expect_error(heart_rate_arrays(list(signal = list(), label = 1), with_user_ids = 1),
+               "`with_user_ids`")
+})
+
+test_that("synthetic_ppg_population() gives distinct people equal to Python's", {
+  skip_if_no_core()
+  people <- synthetic_ppg_population(3, seed = 2, n_labels_range = c(40, 90))
+  expect_length(people, 3L)
+  ids <- vapply(people, function(person) person$subject, "")
+  expect_identical(ids, c("P2-0", "P2-1", "P2-2"))
+  lengths <- vapply(people, function(person) length(person$label), 1L)
+  expect_true(all(lengths >= 40L & lengths <= 90L))
+  expect_length(people[[1]]$signal$chest, 0L)
+  data_module <- reticulate::import("pydp_r.data", convert = FALSE)
+  theirs <- data_module$synthetic_ppg_population(
+    3L, 2L, n_labels_range = reticulate::tuple(40L, 90L)
+  )
+  expect_identical(people[[3]]$label, as_r_array(theirs[2]$get("label")))
+  expect_identical(people[[3]]$signal$wrist$BVP,
+                   as_r_array(theirs[2]$get("signal")$get("wrist")$get("BVP")))
+  other <- synthetic_ppg_population(1, seed = 3, n_labels_range = c(40, 90))
+  expect_false(identical(other[[1]]$label[1:40], people[[1]]$label[1:40]))
+})
+
+test_that("load_ppg_dalia_subjects() reads PPG_FieldStudy by id", {
+  skip_if_no_core()
+  data_module <- reticulate::import("pydp_r.data", convert = FALSE)
+  root <- tempfile("PPG-DaLiA")
+  on.exit(unlink(root, recursive = TRUE))
+  for (number in c(1L, 2L, 10L)) {
+    folder <- file.path(root, "PPG_FieldStudy", paste0("S", number))
+    dir.create(folder, recursive = TRUE)
+    subject <- data_module$synthetic_ppg_subject(30L + number, number,
+                                                 chest_seconds = 1)
+    data_module$save_ppg_dalia_subject(subject,
+                                       file.path(folder, paste0("S", number, ".pkl")))
+  }
+  subjects <- load_ppg_dalia_subjects(root)
+  expect_named(subjects, c("S1", "S2", "S10"))
+  expect_length(subjects$S10$label, 40L)
+  expect_identical(subjects$S2$subject, "S2")
+  expect_length(subjects$S2$signal$chest, 0L)
+  chosen <- load_ppg_dalia_subjects(root, "S10", include_chest = TRUE)
+  expect_named(chosen, "S10")
+  expect_identical(nrow(chosen$S10$signal$chest$ECG), 700L)
+  error <- expect_error(load_ppg_dalia_subjects(root, "S3"),
+                        class = "pydpr_python_error")
+  expect_match(conditionMessage(error), "subjects must be among")
+
+  split <- leave_subjects_out(subjects, test_subjects = "S2")
+  expect_identical(split, list(train = c("S1", "S10"), test = "S2"))
+  sequences <- heart_rate_sequences(subjects[split$train], num_timesteps = 12)
+  expect_identical(dim(sequences$x), c(31L - 11L + 40L - 11L, 12L, 6L))
+  expect_identical(sequences$user_ids, rep(c("S1", "S10"), c(20L, 29L)))
+})
+
+test_that("splits by person keep every subject on one side", {
+  skip_if_no_core()
+  ids <- paste0("S", 1:15)
+  folds <- subject_folds(ids, n_folds = 4, seed = 3)
+  expect_length(folds, 4L)
+  tested <- unlist(lapply(folds, function(fold) fold$test))
+  expect_setequal(tested, ids)
+  expect_length(tested, 15L)
+  for (fold in folds) {
+    expect_length(intersect(fold$train, fold$test), 0L)
+    expect_setequal(c(fold$train, fold$test), ids)
+  }
+  expect_identical(subject_folds(ids[1:4], 2)[[1]]$test, c("S1", "S2"))
+  error <- expect_error(leave_subjects_out(ids, "S16"), class = "pydpr_python_error")
+  expect_match(conditionMessage(error), "test_subjects must be among")
+})
+
+test_that("heart_rate_sequences() of a population carries user ids; arrays add them", {
+  skip_if_no_core()
+  people <- synthetic_ppg_population(3, seed = 1, n_labels_range = c(50, 80))
+  sequences <- heart_rate_sequences(people)
+  counts <- vapply(people, function(person) length(person$label) - 11L, 1L)
+  expect_identical(dim(sequences$x), c(sum(counts), 12L, 6L))
+  expect_identical(dim(sequences$y), c(sum(counts), 1L))
+  ids <- vapply(people, function(person) person$subject, "")
+  expect_identical(sequences$user_ids, rep(ids, counts))
+
+  plain <- heart_rate_arrays(people[[1]], train_max = 30)
+  with_ids <- heart_rate_arrays(people[[1]], train_max = 30, with_user_ids = TRUE)
+  expect_named(with_ids, c("x_train", "y_train", "x_test", "y_test",
+                           "user_ids_train", "user_ids_test"))
+  expect_identical(with_ids[1:4], plain)
+  expect_identical(with_ids$user_ids_train, rep(ids[[1]], nrow(plain$y_train)))
+  expect_identical(with_ids$user_ids_test, rep(ids[[1]], nrow(plain$y_test)))
+})
