@@ -128,6 +128,11 @@ def dp_train_step(model: keras.Model, data: Any) -> dict[str, Any]:
         loss = _keras_seam.compute_loss(
             model, unit_x, unit_targets.get("y"), y_pred, unit_targets.get("sample_weight")
         )
+        # A loss with reduction="none" (as in TF Privacy's tutorials) gives one value per
+        # example (or per step): the unit's loss is their mean, as "sum_over_batch_size"
+        # reduces it, so that a microbatch's gradient is its examples' mean gradient, not
+        # their sum. A reduced (scalar) loss is unchanged.
+        loss = tf.reduce_mean(loss)
         return _keras_seam.unscale_loss_for_distribution(loss)
 
     if not model.trainable_weights:

@@ -465,6 +465,66 @@ def test_keras_optimizer_tutorial_style_with_per_example_loss_and_partial_batch(
     assert np.isfinite(history.history["loss"][0])
 
 
+def keras_step_weights(layers, x, y, learning_rate):
+    """Weights after Keras' own SGD step on the mean squared error (no DP)."""
+    model = keras.Sequential(layers)
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate), loss="mse")
+    model.fit(x, y, batch_size=len(x), epochs=1, shuffle=False, verbose=0)
+    return model.get_weights()
+
+
+@pytest.mark.parametrize("num_microbatches", [None, 1, 2, 4, 8])
+def test_per_example_loss_with_microbatches_trains_the_mean_loss(num_microbatches):
+    """TF Privacy's DPOptimizerComputeGradientsTest.testKerasModelBaselineNoNoise, one step.
+
+    With reduction="none" each microbatch's gradient is its examples' mean gradient, so a
+    step without clipping or noise is the step Keras takes on the mean loss, whatever the
+    number of microbatches (it was 8, 4, 2 times that step for 1, 2, 4 microbatches).
+    """
+    from pydp_r.tensorflow_privacy.privacy.optimizers import dp_optimizer_keras
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(scale=3.0, size=(8, 4)).astype(np.float32)
+    y = x @ np.array([[-5], [4], [3], [2]], np.float32) + 6.0
+
+    def layers():
+        return [keras.Input((4,)), keras.layers.Dense(1, kernel_initializer="zeros")]
+
+    model = tf.keras.models.Sequential(layers())
+    with pytest.warns(pydp_r.NoPrivacyWarning):
+        optimizer = dp_optimizer_keras.DPKerasSGDOptimizer(
+            l2_norm_clip=1e6,
+            noise_multiplier=0.0,
+            num_microbatches=num_microbatches,
+            learning_rate=0.01,
+        )
+    model.compile(optimizer, tf.keras.losses.MeanSquaredError(reduction="none"))
+    model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
+    expected = keras_step_weights(layers(), x, y, 0.01)
+    for weight, want in zip(model.get_weights(), expected, strict=True):
+        np.testing.assert_allclose(weight, want, rtol=1e-5, atol=1e-6)
+
+
+def test_per_step_loss_of_a_sequence_model_trains_the_mean_loss():
+    # A sequence model's reduction="none" loss has one value per example and step: each
+    # example's loss is their mean, not their sum (which made the step 5 times too long).
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(6, 5, 2)).astype(np.float32)
+    y = rng.normal(size=(6, 5, 1)).astype(np.float32)
+
+    def layers():
+        return [keras.Input((5, 2)), keras.layers.Dense(1, kernel_initializer="ones")]
+
+    model = keras.Sequential(layers())
+    with pytest.warns(pydp_r.NoPrivacyWarning):
+        optimizer = tensorflow_privacy.DPKerasSGDOptimizer(1e6, 0.0, learning_rate=0.05)
+    model.compile(optimizer, keras.losses.MeanSquaredError(reduction="none"))
+    model.fit(x, y, batch_size=6, epochs=1, shuffle=False, verbose=0)
+    expected = keras_step_weights(layers(), x, y, 0.05)
+    for weight, want in zip(model.get_weights(), expected, strict=True):
+        np.testing.assert_allclose(weight, want, rtol=1e-5, atol=1e-6)
+
+
 def test_dp_model_functional_and_subclassed():
     from pydp_r.tensorflow_privacy.privacy.keras_models import dp_keras_model
 
