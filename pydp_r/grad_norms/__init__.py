@@ -13,8 +13,10 @@ from pydp_r.grad_norms import (  # noqa: F401  (registration)
     einsum_dense,
     embedding,
     layer_norm,
+    operations,
     per_example,
     rnn,
+    wrappers,
 )
 from pydp_r.grad_norms.registry import (
     RULE,

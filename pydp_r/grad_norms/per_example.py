@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import keras
 
-from pydp_r.grad_norms.registry import register_per_example
+from pydp_r.grad_norms.registry import declare_known_per_example
 
 
 def _layer_types(names: str) -> list[type]:
     return [getattr(keras.layers, name) for name in names.split() if hasattr(keras.layers, name)]
 
 
-register_per_example(
+declare_known_per_example(
     *_layer_types(
         # Without weights.
         "InputLayer Activation ReLU LeakyReLU ELU Softmax Dropout SpatialDropout1D "
@@ -28,12 +28,13 @@ register_per_example(
         "GlobalAveragePooling2D GlobalAveragePooling3D Concatenate Add Subtract Multiply Average "
         "Maximum Minimum Dot Rescaling Identity UnitNormalization Masking "
         # With weights but no rule: vectorized over the batch, layer by layer.
-        "PReLU "
-        "Bidirectional RMSNormalization"
+        "PReLU RMSNormalization"
     )
 )
 
 # Attention mixes positions within an example only; the projections are EinsumDense layers.
-register_per_example(
-    *_layer_types("MultiHeadAttention GroupQueryAttention"), through_sublayers=True
+# Bidirectional calls its forward and backward recurrent layers once each on the whole batch
+# (`pydp_r.grad_norms.rnn` covers both directions).
+declare_known_per_example(
+    *_layer_types("MultiHeadAttention GroupQueryAttention Bidirectional"), through_sublayers=True
 )

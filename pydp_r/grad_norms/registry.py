@@ -16,6 +16,7 @@ instance per-example) or was declared per-example with `register_per_example`.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any, NamedTuple, Protocol
 
 import keras
@@ -122,6 +123,7 @@ def register_per_example(*layer_types: type, through_sublayers: bool = False) ->
                 f"layer_types containing {layer_type!r}."
             )
         _PER_EXAMPLE[layer_type] = bool(through_sublayers)
+        _TRUSTED.discard(layer_type)
 
 
 def per_example_kind(layer: Any) -> str | None:
@@ -259,3 +261,58 @@ def affine_unit_gradients(
     return UnitGradients(
         norms, [tf.reshape(g, [-1, *w.shape]) for g, w in zip(unit_grads, weights, strict=True)]
     )
+
+
+# --- keras.ops operations between layers ---
+#
+# A check maps one call of an operation to None when each example's output rows come from that
+# example's input rows alone, with the batch kept as axis 0 (given that every graph tensor among
+# its arguments has the batch as axis 0), else to the reason it may not.
+OperationCheck = Callable[[Any, tuple, dict, list], "str | None"]
+_OPERATIONS: dict[str, OperationCheck] = {}
+
+
+def register_operation(*names: str) -> Callable[[OperationCheck], OperationCheck]:
+    """Function decorator registering a per-example check for `keras.ops` operation classes
+    (by class name: "Add", "Mean", "Reshape", ...)."""
+
+    def decorate(check: OperationCheck) -> OperationCheck:
+        for name in names:
+            _OPERATIONS[name] = check
+        return check
+
+    return decorate
+
+
+def registered_operations() -> tuple[str, ...]:
+    """Names of the `keras.ops` operation classes with a per-example check."""
+    return tuple(_OPERATIONS)
+
+
+def operation_reason(
+    name: str, operation: Any, args: tuple, kwargs: dict, outputs: list
+) -> str | None:
+    """Why one call of the `keras.ops` operation `name` may mix examples, or None when it is
+    per-example (its registered check passes)."""
+    check = _OPERATIONS.get(name)
+    if check is None:
+        return f"operation '{operation.name}' ({name}) is not known to be per-example"
+    reason = check(operation, args, kwargs, outputs)
+    if reason is None:
+        return None
+    return f"operation '{operation.name}' ({name}) {reason}"
+
+
+def is_trusted_declaration(layer: Any) -> bool:
+    """Whether `layer`'s type was declared per-example by pydp_r itself (tested here), not by
+    a user's `register_per_example` call (a claim checked per instance)."""
+    return type(layer) in _TRUSTED
+
+
+_TRUSTED: set[type] = set()
+
+
+def declare_known_per_example(*layer_types: type, through_sublayers: bool = False) -> None:
+    """`register_per_example` for Keras' own layer types whose claim pydp_r's tests check."""
+    register_per_example(*layer_types, through_sublayers=through_sublayers)
+    _TRUSTED.update(layer_types)

@@ -12,8 +12,10 @@ GRU (with `reset_after=True`, Keras' default) applies the reset gate to `h_{t-1}
 that product is not simply added to the input projection; a zero tensor ("probe") added to it
 at every step exposes its gradient, and the rule's `z` is the pair (projection, probe).
 
-Only the plain configuration is covered (no dropout, masks, initial or returned states,
-statefulness or reversal); other RNN layers are vectorized whole over the batch.
+Only the plain configuration is covered (no dropout, masks, initial or returned states, or
+statefulness); other RNN layers are vectorized whole over the batch. A layer that goes
+backwards (Bidirectional's backward layer) runs over the time-reversed input, and returns its
+sequence in that order, as Keras does.
 """
 
 from __future__ import annotations
@@ -58,8 +60,7 @@ class RecurrentRule:
     def supports(self, layer: keras.layers.Layer) -> bool:
         cell = layer.cell
         return (
-            not layer.go_backwards
-            and not layer.stateful
+            not layer.stateful
             and not layer.return_state
             and cell.dropout == 0
             and cell.recurrent_dropout == 0
@@ -71,6 +72,8 @@ class RecurrentRule:
     ) -> tuple[tf.Tensor, tf.Tensor, tuple[tf.Tensor, tf.Tensor]]:
         cell = layer.cell
         step, num_states = _STEPS[type(layer)]
+        if layer.go_backwards:
+            inputs = tf.reverse(inputs, [1])
         projected = tf.linalg.matmul(inputs, tf.cast(cell.kernel, inputs.dtype))
         if cell.use_bias:
             projected = projected + cell.bias
@@ -125,6 +128,8 @@ class GRURule:
         self, layer: keras.layers.GRU, inputs: tf.Tensor
     ) -> tuple[tuple[tf.Tensor, tf.Tensor], tf.Tensor, tuple[tf.Tensor, tf.Tensor]]:
         cell = layer.cell
+        if layer.go_backwards:
+            inputs = tf.reverse(inputs, [1])
         projected = tf.linalg.matmul(inputs, tf.cast(cell.kernel, inputs.dtype))
         if cell.use_bias:
             projected = projected + cell.bias[0]

@@ -1,0 +1,205 @@
+"""`keras.ops` operations between layers of a functional model (or inside a layer's `call`)
+that are per-example, each with the check that proves it for one call.
+
+The walk over a call graph starts from inputs whose axis 0 is the batch, so every graph tensor
+(`keras.KerasTensor`) an operation receives has the batch as axis 0. A check then proves two
+things from the call's arguments and attributes: no output row depends on another example's
+rows, and the output keeps the batch as axis 0. Anything else among the arguments (a Python
+number, a NumPy array, a weight) is the same for every example. Declared only where that holds:
+
+- elementwise functions of one tensor (activations, casts, `abs`, `exp`, ...);
+- elementwise arithmetic between graph tensors of the output's rank (their batch axes line
+  up), and with batch-free operands of lower rank or a leading dimension of 1;
+- operations along axes (softmax, reductions, concatenation, stacking, flips, cumulative sums,
+  sorting) whose axes do not include the batch axis;
+- reshapes that keep each example's number of elements (static), transposes and
+  `expand_dims`/`squeeze` that keep the batch axis first, slicing that takes every example;
+- pooling, and matrix products whose batch axes line up (or with a constant matrix).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import keras
+
+from pydp_r.grad_norms.registry import register_operation
+
+
+def _is_graph_tensor(value: Any) -> bool:
+    return isinstance(value, keras.KerasTensor)
+
+
+def _graph_tensors(args: tuple, kwargs: dict) -> list[Any]:
+    return [v for v in keras.tree.flatten((args, kwargs)) if _is_graph_tensor(v)]
+
+
+def _keeps_batch(outputs: list, args: tuple, kwargs: dict) -> str | None:
+    """None when every output's axis 0 is the batch axis of the call's graph tensors."""
+    batch = [t.shape[0] for t in _graph_tensors(args, kwargs) if len(t.shape)]
+    for output in outputs:
+        if len(output.shape) == 0 or not batch or output.shape[0] != batch[0]:
+            return f"gives an output of shape {tuple(output.shape)} without the batch axis first"
+    return None
+
+
+def _axes(axis: Any, rank: int) -> list[int] | None:
+    """`axis` (an int, a sequence or None) as non-negative axes of a rank-`rank` tensor."""
+    if axis is None:
+        return None
+    axes = [axis] if isinstance(axis, int) else list(axis)
+    return [a % rank if rank else a for a in axes]
+
+
+def _along_axes(axis: Any, rank: int) -> str | None:
+    axes = _axes(axis, rank)
+    if axes is None:
+        return "runs over all axes, the batch axis included (axis=None)"
+    if 0 in axes:
+        return f"runs along the batch axis (axis={axis})"
+    return None
+
+
+@register_operation(
+    *"Abs Absolute Negative Exp Expm1 Log Log1p Sqrt Rsqrt Square Reciprocal Sign Sin Cos "
+    "Tanh Sinh Cosh Arctan Erf Round Floor Ceil Clip NanToNum Cast StopGradient ConvertToTensor "
+    "Relu Relu6 Gelu Silu Sigmoid HardSigmoid HardSilu HardTanh Softplus Softsign Elu Selu "
+    "Celu LeakyRelu LogSigmoid Glu SoftShrink HardShrink TanhShrink Squareplus "
+    "SparsePlus SparseSigmoid Threshold LogicalNot IsNan IsFinite".split()
+)
+def _elementwise_of_one(operation: Any, args: tuple, kwargs: dict, outputs: list) -> str | None:
+    tensors = _graph_tensors(args, kwargs)
+    if len(tensors) != 1:
+        return "takes several graph tensors"
+    if tuple(outputs[0].shape) != tuple(tensors[0].shape):
+        return "changes the shape"
+    if operation.__class__.__name__ == "Glu":
+        return _along_axes(operation.axis, len(tensors[0].shape))
+    return _keeps_batch(outputs, args, kwargs)
+
+
+@register_operation(
+    *"Add Subtract Multiply Divide TrueDivide FloorDivide Mod Power Maximum Minimum Where "
+    "Equal NotEqual Greater GreaterEqual Less LessEqual LogicalAnd LogicalOr LogicalXor "
+    "Arctan2 Heaviside".split()
+)
+def _elementwise_broadcast(operation: Any, args: tuple, kwargs: dict, outputs: list) -> str | None:
+    # Broadcasting aligns trailing axes: a graph tensor of lower rank than the output would
+    # put its batch axis against a per-position axis of another example's data.
+    rank = len(outputs[0].shape)
+    for value in keras.tree.flatten((args, kwargs)):
+        if value is None or isinstance(value, bool | int | float | str):
+            continue
+        shape = tuple(getattr(value, "shape", ()))
+        if _is_graph_tensor(value):
+            if len(shape) != rank:
+                return (
+                    f"broadcasts a tensor of shape {shape} against the batch of rank {rank}, "
+                    "which would align its batch axis with another axis"
+                )
+        elif len(shape) == rank and shape[0] not in (1, None):
+            return f"broadcasts a tensor of shape {shape} whose axis 0 would meet the batch axis"
+    return _keeps_batch(outputs, args, kwargs)
+
+
+@register_operation(
+    *"Softmax LogSoftmax Sparsemax Normalize Mean Sum Max Min Prod Amax Amin Std Var Logsumexp "
+    "All Any Argmax Argmin Cumsum Cumprod Sort Argsort Flip Norm CountNonzero Median "
+    "Quantile".split()
+)
+def _along_axis(operation: Any, args: tuple, kwargs: dict, outputs: list) -> str | None:
+    tensors = _graph_tensors(args, kwargs)
+    if len(tensors) != 1 or not _is_graph_tensor(args[0]):
+        return "takes graph tensors besides its first argument"
+    reason = _along_axes(getattr(operation, "axis", None), len(args[0].shape))
+    return reason or _keeps_batch(outputs, args, kwargs)
+
+
+@register_operation("Concatenate")
+def _concatenate(operation: Any, args: tuple, kwargs: dict, outputs: list) -> str | None:
+    rank = len(outputs[0].shape)
+    for value in keras.tree.flatten(args):
+        if not _is_graph_tensor(value):
+            return "joins a batch-free tensor to the batch"
+    return _along_axes(operation.axis, rank) or _keeps_batch(outputs, args, kwargs)
+
+
+@register_operation("Stack")
+def _stack(operation: Any, args: tuple, kwargs: dict, outputs: list) -> str | None:
+    for value in keras.tree.flatten(args):
+        if not _is_graph_tensor(value):
+            return "stacks a batch-free tensor with the batch"
+    return _along_axes(operation.axis, len(outputs[0].shape)) or _keeps_batch(outputs, args, kwargs)
+
+
+def _example_size(shape: tuple) -> int | None:
+    rest = shape[1:]
+    return math.prod(rest) if all(d is not None for d in rest) else None
+
+
+@register_operation("Reshape")
+def _reshape(operation: Any, args: tuple, kwargs: dict, outputs: list) -> str | None:
+    before, after = _example_size(tuple(args[0].shape)), _example_size(tuple(outputs[0].shape))
+    if before is None or after is None or before != after:
+        return (
+            f"reshapes {tuple(args[0].shape)} to {tuple(outputs[0].shape)}: an example's "
+            "elements are not provably its own rows"
+        )
+    return _keeps_batch(outputs, args, kwargs)
+
+
+@register_operation("Transpose")
+def _transpose(operation: Any, args: tuple, kwargs: dict, outputs: list) -> str | None:
+    axes = _axes(operation.axes, len(args[0].shape))
+    if axes is None or axes[0] != 0:
+        return f"moves the batch axis (axes={operation.axes})"
+    return _keeps_batch(outputs, args, kwargs)
+
+
+@register_operation("ExpandDims")
+def _expand_dims(operation: Any, args: tuple, kwargs: dict, outputs: list) -> str | None:
+    if 0 in _axes(operation.axis, len(outputs[0].shape)):
+        return f"inserts an axis before the batch axis (axis={operation.axis})"
+    return _keeps_batch(outputs, args, kwargs)
+
+
+@register_operation("Squeeze")
+def _squeeze(operation: Any, args: tuple, kwargs: dict, outputs: list) -> str | None:
+    return _along_axes(operation.axis, len(args[0].shape)) or _keeps_batch(outputs, args, kwargs)
+
+
+@register_operation("GetItem")
+def _get_item(operation: Any, args: tuple, kwargs: dict, outputs: list) -> str | None:
+    tensor, key = args[0], args[1] if len(args) > 1 else kwargs.get("key")
+    key = tuple(key) if isinstance(key, tuple | list) else (key,)
+    if _graph_tensors((key,), {}):
+        return "indexes with a graph tensor"
+    first = key[0] if key else slice(None)
+    takes_all = first == slice(None) or (
+        first is Ellipsis
+        and sum(k is not None and k is not Ellipsis for k in key) < len(tensor.shape)
+    )
+    if not takes_all:
+        return f"does not take every example along the batch axis (key {key!r})"
+    return _keeps_batch(outputs, args, kwargs)
+
+
+@register_operation("AveragePool", "MaxPool", "AdaptiveAveragePool", "AdaptiveMaxPool")
+def _pooling(operation: Any, args: tuple, kwargs: dict, outputs: list) -> str | None:
+    if len(_graph_tensors(args, kwargs)) != 1:
+        return "takes several graph tensors"
+    return _keeps_batch(outputs, args, kwargs)
+
+
+@register_operation("Matmul")
+def _matmul(operation: Any, args: tuple, kwargs: dict, outputs: list) -> str | None:
+    first, second = args[0], args[1]
+    if _is_graph_tensor(first) and _is_graph_tensor(second):
+        # Batched matrix products: the leading (batch) axes line up only at equal ranks >= 3.
+        if len(first.shape) == len(second.shape) >= 3:
+            return _keeps_batch(outputs, args, kwargs)
+        return "multiplies two graph tensors whose batch axes do not line up"
+    if _is_graph_tensor(first) and len(first.shape) >= 2 and len(second.shape) == 2:
+        return _keeps_batch(outputs, args, kwargs)
+    return "multiplies the batch by a matrix from the left"
