@@ -114,7 +114,13 @@ def clipped_gradient_sum(
     def unit_gradient(unit: Any) -> tuple[list[tf.Tensor], tf.Tensor, Any]:
         with tf.GradientTape() as tape:
             loss, aux = loss_fn(unit)
-        gradients = tape.gradient(loss, variables, unconnected_gradients="zero")
+        gradients = tape.gradient(loss, variables)
+        # A variable the loss does not reach gets zeros, made here: TensorFlow's
+        # unconnected_gradients="zero" fails on Keras 3 variables, whose dtype is a string.
+        gradients = [
+            tf.zeros(variable.shape, variable.dtype) if gradient is None else gradient
+            for gradient, variable in zip(gradients, variables, strict=True)
+        ]
         return gradients, loss, aux
 
     per_unit_gradients, unit_losses, aux = tf.vectorized_map(unit_gradient, units)

@@ -172,3 +172,61 @@ def test_vectorized_bias_add_equals_a_loop(shape, bias_differs_per_example, data
     looped = tf.stack([one(i) for i in range(3)])
     assert vectorized.shape == looped.shape
     np.testing.assert_allclose(vectorized.numpy(), looped.numpy(), rtol=1e-6)
+
+
+class WithUnusedLayer(keras.Model):
+    """A subclassed model with a layer whose weights the loss never reaches."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.used = keras.layers.Dense(1)
+        self.unused = keras.layers.Dense(2)
+
+    def build(self, input_shape):
+        self.used.build(input_shape)
+        self.unused.build(input_shape)
+
+    def call(self, inputs):
+        return self.used(inputs)
+
+
+def with_unused_output() -> keras.Model:
+    inputs = keras.Input((3,))
+    return keras.Model(
+        inputs, [keras.layers.Dense(1)(inputs), keras.layers.Dense(2)(inputs)], name="two_heads"
+    )
+
+
+@pytest.mark.parametrize("make_model", [WithUnusedLayer, with_unused_output])
+def test_a_variable_the_loss_does_not_reach_gets_zero_gradient_plus_noise(make_model):
+    import pydp_r
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(8, 3)).astype("float32")
+    y = rng.normal(size=(8, 1)).astype("float32") * 5
+
+    def updates(targets_of):
+        keras.utils.set_random_seed(0)
+        model = make_model()
+        model.build((None, 3))
+        loss = "mse" if isinstance(model, WithUnusedLayer) else ["mse", None]
+        optimizer = pydp_r.DPSGD(1.0, 0.8, learning_rate=1.0, noise_seed=7)
+        model.compile(optimizer=optimizer, loss=loss)
+        before = [w.numpy() for w in model.trainable_weights]
+        model.fit(x, targets_of(model), batch_size=8, epochs=1, shuffle=False, verbose=0)
+        after = [w.numpy() for w in model.trainable_weights]
+        return [a - b for a, b in zip(after, before, strict=True)], model
+
+    def predictions(model):
+        output = model(x)
+        return (output if isinstance(model, WithUnusedLayer) else output[0]).numpy()
+
+    trained, model = updates(lambda model: y)
+    noise_only, _ = updates(predictions)  # the loss is 0 there: every gradient is 0
+    unused = [i for i, w in enumerate(model.trainable_weights) if w.shape[-1] == 2]
+    assert len(unused) == 2
+    for i in unused:
+        np.testing.assert_array_equal(trained[i], noise_only[i])
+        assert np.all(trained[i] != 0)  # noise reaches it: its presence is not revealed
+    for i in set(range(len(trained))) - set(unused):
+        assert not np.allclose(trained[i], noise_only[i])
