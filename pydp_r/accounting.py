@@ -10,8 +10,10 @@ sampling), clips each example's gradient to `l2_norm_clip`, adds Gaussian noise 
 
 from __future__ import annotations
 
+import functools
 import math
 import textwrap
+from collections.abc import Callable
 
 import dp_accounting
 from scipy import optimize
@@ -25,6 +27,7 @@ from pydp_r._checks import (
     check_epochs,
     check_n_and_batch_size,
     check_noise_multiplier,
+    check_real,
     check_target_epsilon,
 )
 
@@ -42,26 +45,56 @@ MAX_STEPS = 10**7
 # left there, and the PLD accountant takes minutes (its loss distribution keeps widening).
 _MAX_PLD_STATEMENT_EPSILON = 100.0
 
-# compute_noise_multiplier stops bisecting when upper / lower <= 1 + this.
+# compute_noise_multiplier's answer is within this relative distance above the exact one.
 _NOISE_RELATIVE_PRECISION = 1e-4
 
+# group_privacy_epsilon gives up (infinite epsilon) below this example-level delta.
+_SMALLEST_EXAMPLE_DELTA = 1e-300
 
-def _num_steps(n: int, batch_size: int, epochs: float) -> int:
-    """ceil(epochs * n / batch_size), in exact integer arithmetic when epochs is whole.
+
+class TooManyStepsError(ValueError):
+    """The set-up takes more than `MAX_STEPS` noisy steps, more than the accountants handle."""
+
+
+class GroupPrivacySearchError(RuntimeError):
+    """The search for the example-level delta behind a group (user-level) epsilon failed."""
+
+
+def num_steps(n: int, batch_size: int, epochs: float) -> int:
+    """Noisy steps of a training run: ceil(epochs * n / batch_size).
+
+    Exact integer arithmetic when `epochs` is whole. The arguments are assumed checked
+    (`check_n_and_batch_size`, `check_epochs`).
+
+    Args:
+        n: Number of training examples, integer >= 1.
+        batch_size: Expected examples per step, integer in [1, n].
+        epochs: Passes over the data, > 0, may be fractional.
+
+    Returns:
+        The number of steps, an integer in [1, `MAX_STEPS`].
 
     Raises:
-        ValueError: Naming epochs, when that is more than `MAX_STEPS` steps.
+        TooManyStepsError: A `ValueError` naming n, batch_size and epochs, when that is more
+            than `MAX_STEPS` steps.
     """
-    if float(epochs).is_integer():
-        steps = -(-int(epochs) * n // batch_size)
-    else:
-        steps = math.ceil(epochs * n / batch_size)
+    steps = _ceil_ratio(epochs, n, batch_size)
     if steps > MAX_STEPS:
-        raise ValueError(
-            f"epochs must give at most {MAX_STEPS:.0e} steps (epochs * n / batch_size); "
-            f"received epochs={epochs!r}, i.e. {steps} steps."
+        smallest_batch = _ceil_ratio(epochs, n, MAX_STEPS)
+        raise TooManyStepsError(
+            f"n={n!r}, batch_size={batch_size!r} and epochs={epochs!r} make {steps:.3g} noisy "
+            f"steps (epochs * n / batch_size), more than the {MAX_STEPS:.0e} (MAX_STEPS) the "
+            f"accountants handle. Use batch_size >= {smallest_batch} (at most n), or fewer "
+            "epochs."
         )
     return steps
+
+
+def _ceil_ratio(epochs: float, n: int, divisor: int) -> int:
+    """ceil(epochs * n / divisor), exactly when epochs is whole."""
+    if float(epochs).is_integer():
+        return -(-int(epochs) * n // divisor)
+    return math.ceil(epochs * n / divisor)
 
 
 def _make_accountant(accountant: str) -> dp_accounting.PrivacyAccountant:
@@ -93,17 +126,16 @@ def _epsilon(
     steps: int,
     delta: float,
 ) -> float:
+    """The accountant's epsilon at `delta`; infinite without noise.
+
+    It may be 0: (0, delta)-DP holds when the mechanism's output distributions on neighbouring
+    data sets are within total variation `delta`, which dp-accounting proves for very noisy
+    or very short runs (the RDP accountant from the KL divergence, the PLD one exactly).
+    """
     if noise_multiplier == 0:
         return math.inf
     composed = _composed_accountant(accountant, noise_multiplier, sampling_rate, steps)
-    epsilon = float(composed.get_epsilon(delta))
-    if not epsilon > 0:
-        raise ValueError(
-            f"the {accountant!r} accountant returned epsilon {epsilon!r} for noise_multiplier="
-            f"{noise_multiplier!r}: a rounding artefact, not perfect privacy. Use a smaller "
-            "noise_multiplier."
-        )
-    return epsilon
+    return float(composed.get_epsilon(delta))
 
 
 def compute_epsilon(
@@ -125,8 +157,8 @@ def compute_epsilon(
         n: Number of training examples, integer >= 1.
         batch_size: Expected examples per step, integer in [1, n]; the sampling rate is
             `batch_size / n`. With gradient accumulation pass the logical batch size.
-        noise_multiplier: Noise std over `l2_norm_clip`, >= 0. 0 means no noise and gives
-            `math.inf`.
+        noise_multiplier: Noise std over `l2_norm_clip`, in [0, `MAX_NOISE_MULTIPLIER`]
+            (1e4). 0 means no noise and gives `math.inf`.
         epochs: Passes over the data, > 0, may be fractional; the mechanism runs
             `ceil(epochs * n / batch_size)` steps.
         delta: Target delta, in (0, 1); usually below 1 / n.
@@ -139,10 +171,12 @@ def compute_epsilon(
 
     Returns:
         Epsilon (>= 0, or `math.inf` when `noise_multiplier` is 0) at `delta`, valid for the
-        release of every intermediate model.
+        release of every intermediate model. It is 0 where the accountant proves
+        (0, delta)-DP, as for very noisy or very short runs at a large delta.
 
     Raises:
-        ValueError: For an argument outside its range, or an unknown accountant.
+        ValueError: For an argument outside its range, an unknown accountant, or more than
+            `MAX_STEPS` steps (`TooManyStepsError`).
     """
     n, batch_size = check_n_and_batch_size(n, batch_size)
     noise_multiplier = check_noise_multiplier(noise_multiplier)
@@ -151,7 +185,7 @@ def compute_epsilon(
     accountant = check_accountant(accountant)
     if used_microbatching:
         noise_multiplier /= 2
-    steps = _num_steps(n, batch_size, epochs)
+    steps = num_steps(n, batch_size, epochs)
     return _epsilon(accountant, noise_multiplier, batch_size / n, steps, delta)
 
 
@@ -166,9 +200,9 @@ def compute_noise_multiplier(
 ) -> float:
     """Smallest noise multiplier whose `compute_epsilon` is at most `target_epsilon`.
 
-    Brackets the answer by doubling or halving from 1, then bisects on a log scale until the
-    bracket's upper end is within a relative 1e-4 of its lower end, and returns the upper end
-    (so its epsilon is always <= the target).
+    Brackets the answer by doubling or halving from 1, then lets
+    `calibrate_noise_multiplier` (dp-accounting's calibration) narrow the bracket to a
+    relative 1e-4; the answer errs on the safe side (its epsilon is always <= the target).
 
     Args:
         n: Number of training examples, integer >= 1.
@@ -181,47 +215,104 @@ def compute_noise_multiplier(
             the doubled sensitivity.
 
     Returns:
-        The noise multiplier (> 0).
+        The noise multiplier, in (0, `MAX_NOISE_MULTIPLIER`].
 
     Raises:
-        ValueError: For an argument outside its range, or when even a noise multiplier of
-            `MAX_NOISE_MULTIPLIER` (1e4) does not bring epsilon down to `target_epsilon`.
+        ValueError: For an argument outside its range, or when `target_epsilon` is below the
+            epsilon of `MAX_NOISE_MULTIPLIER` (1e4), the smallest this set-up can reach.
     """
     n, batch_size = check_n_and_batch_size(n, batch_size)
     target_epsilon = check_target_epsilon(target_epsilon)
     epochs = check_epochs(epochs)
     delta = check_delta(delta)
     accountant = check_accountant(accountant)
+    # Calibrated is the noise over the sensitivity, which microbatching doubles.
     sensitivity = 2.0 if used_microbatching else 1.0
     sampling_rate = batch_size / n
-    steps = _num_steps(n, batch_size, epochs)
+    steps = num_steps(n, batch_size, epochs)
 
-    def within_budget(noise_multiplier: float) -> bool:
-        epsilon = _epsilon(accountant, noise_multiplier / sensitivity, sampling_rate, steps, delta)
-        return epsilon <= target_epsilon
+    def epsilon_at(noise_multiplier: float) -> float:
+        return _epsilon(accountant, noise_multiplier / sensitivity, sampling_rate, steps, delta)
 
+    floor = epsilon_at(MAX_NOISE_MULTIPLIER)
+    if floor > target_epsilon:
+        raise ValueError(
+            f"target_epsilon={target_epsilon!r} is unreachable: it is below {floor:.3g}, the "
+            f"smallest epsilon that noise_multiplier <= {MAX_NOISE_MULTIPLIER:g} (the largest "
+            f"accounted) gives with n={n!r}, batch_size={batch_size!r}, epochs={epochs!r} and "
+            f"delta={delta!r} ({accountant!r} accountant"
+            + (", microbatching" if used_microbatching else "")
+            + "). To reach it, train on more examples (larger n), for fewer epochs or with a "
+            "smaller batch_size, allow a larger delta, or raise target_epsilon."
+        )
     lower, upper = 1.0, 1.0
-    if within_budget(upper):
+    if epsilon_at(upper) <= target_epsilon:
         lower = upper / 2
-        while within_budget(lower):
+        while epsilon_at(lower) <= target_epsilon:
             lower, upper = lower / 2, lower
     else:
-        while not within_budget(upper):
-            if upper >= MAX_NOISE_MULTIPLIER:
-                raise ValueError(
-                    f"target_epsilon={target_epsilon!r} is unreachable: even noise_multiplier="
-                    f"{MAX_NOISE_MULTIPLIER:g} gives a larger epsilon at delta={delta!r} with the "
-                    f"{accountant!r} accountant. Use a target_epsilon > 0 that is larger, or a "
-                    "larger delta, fewer epochs or a smaller batch_size."
-                )
+        while epsilon_at(upper) > target_epsilon:
             lower, upper = upper, min(2 * upper, MAX_NOISE_MULTIPLIER)
-    while upper / lower > 1 + _NOISE_RELATIVE_PRECISION:
-        middle = math.sqrt(lower * upper)
-        if within_budget(middle):
-            upper = middle
-        else:
-            lower = middle
-    return upper
+    effective_noise = calibrate_noise_multiplier(
+        functools.partial(_make_accountant, accountant),
+        sampling_rate,
+        steps,
+        target_epsilon,
+        delta,
+        dp_accounting.ExplicitBracketInterval(lower / sensitivity, upper / sensitivity),
+        tolerance=lower / sensitivity * _NOISE_RELATIVE_PRECISION,
+    )
+    return min(effective_noise * sensitivity, upper)
+
+
+def calibrate_noise_multiplier(
+    make_accountant: Callable[[], dp_accounting.PrivacyAccountant],
+    sampling_rate: float | None,
+    steps: int,
+    target_epsilon: float,
+    delta: float,
+    bracket: dp_accounting.mechanism_calibration.BracketInterval,
+    tolerance: float | None = None,
+) -> float:
+    """Smallest noise multiplier of `steps` Gaussian steps meeting `target_epsilon` at `delta`.
+
+    The one noise calibration of pydp_r (`compute_noise_multiplier` and TF Privacy's
+    `compute_noise` both call it): `dp_accounting.mechanism_calibration.calibrate_dp_mechanism`
+    on `steps` self-composed Gaussian mechanisms, each Poisson-subsampled at `sampling_rate`.
+    Arguments are not range-checked here; the public functions that call it check theirs.
+
+    Args:
+        make_accountant: Returns a fresh, empty `dp_accounting` accountant (e.g. an
+            `RdpAccountant` over chosen orders).
+        sampling_rate: Probability in (0, 1] that a step includes an example; None for
+            unsampled steps.
+        steps: Number of steps, integer >= 1.
+        target_epsilon: Epsilon budget, >= 0.
+        delta: Target delta, in [0, 1].
+        bracket: Where to search: a `dp_accounting.ExplicitBracketInterval` whose lower end
+            misses the target and whose upper end meets it, or a
+            `dp_accounting.LowerEndpointAndGuess` that dp-accounting widens until it does.
+        tolerance: Absolute distance of the answer above the exact one, > 0; None is
+            dp-accounting's default (1e-6).
+
+    Returns:
+        A noise multiplier whose epsilon is at most `target_epsilon`, within `tolerance` of
+        the smallest such.
+
+    Raises:
+        dp_accounting.mechanism_calibration.NoBracketIntervalFoundError: When a
+            `LowerEndpointAndGuess` bracket cannot be widened to meet the target.
+    """
+    return float(
+        dp_accounting.calibrate_dp_mechanism(
+            make_accountant,
+            lambda noise_multiplier: _dp_sgd_event(noise_multiplier, sampling_rate, steps),
+            target_epsilon,
+            delta,
+            bracket,
+            tol=tolerance,
+        )
+    )
 
 
 def compute_dp_sgd_privacy(
@@ -253,7 +344,7 @@ def compute_dp_sgd_privacy(
     delta = check_delta(delta)
     if noise_multiplier == 0:
         return math.inf, math.nan
-    # TF Privacy's own float formula, not _num_steps, so that the step count matches it.
+    # TF Privacy's own float formula, not num_steps, so that the step count matches it.
     steps = int(math.ceil(epochs * n / batch_size))
     rdp_accountant = dp_accounting.rdp.RdpAccountant(CLASSIC_RDP_ORDERS)
     rdp_accountant.compose(_dp_sgd_event(noise_multiplier, batch_size / n, steps))
@@ -273,61 +364,135 @@ def _group_delta_log_factor(example_epsilon: float, group_size: int) -> float:
     return _log_expm1(group_size * example_epsilon) - _log_expm1(example_epsilon)
 
 
-def _user_epsilon(
-    noise_multiplier: float,
-    sampling_rate: float | None,
-    steps: int,
-    user_delta: float,
-    max_examples_per_user: int,
+def group_privacy_epsilon(
+    example_epsilon: Callable[[float], float], delta: float, group_size: int
 ) -> float:
-    """User-level epsilon by group privacy (Vadhan 2017, Lemma 2.2) over RDP example-level DP.
+    """Epsilon at `delta` for groups of `group_size` examples, from the example-level curve.
 
-    An (eps, d)-DP mechanism is (k eps, d (e^{k eps} - 1) / (e^{eps} - 1))-DP for groups of k
-    examples (the tighter form from the lemma's proof, which TF Privacy also uses). The
-    example-level delta is searched (on a log scale) so that the group's delta equals
-    `user_delta`; the user epsilon is then k times the example epsilon at that delta.
+    Group privacy (Vadhan 2017, "The complexity of differential privacy", Lemma 2.2, in the
+    tighter form of its proof, which TF Privacy also uses): an (eps, d)-DP mechanism is
+    (k eps, d (e^{k eps} - 1) / (e^{eps} - 1))-DP for groups of k examples. The example-level
+    delta whose group delta is `delta` is searched on a log scale (bracketed, then Brent's
+    method, then stepped down until the group delta is at most `delta`, so the answer errs
+    on the safe side); the group epsilon is k times the example epsilon there.
+
+    Args:
+        example_epsilon: The mechanism's example-level epsilon at a given delta in (0, 1]
+            (non-increasing in delta; `math.inf` where unbounded).
+        delta: Target group-level delta, in (0, 1].
+        group_size: k, the most examples one group (user) holds, integer >= 1.
+
+    Returns:
+        The group-level epsilon; `math.inf` when no finite bound follows this way (the group
+        delta cannot be brought down to `delta`: as the example delta shrinks its epsilon,
+        and with it the group factor, can grow faster).
+
+    Raises:
+        ValueError: For `delta` or `group_size` outside its range.
+        GroupPrivacySearchError: When Brent's method does not converge.
     """
-    composed = _composed_accountant("rdp", noise_multiplier, sampling_rate, steps)
-    if max_examples_per_user == 1:
-        return float(composed.get_epsilon(user_delta))
-    target_log_delta = math.log(user_delta)
+    delta = check_real("delta", delta, "a number in (0, 1]", lambda x: 0 < x <= 1)
+    group_size = check_count("group_size", group_size)
+    if group_size == 1:
+        return float(example_epsilon(delta))
+    target_log_delta = math.log(delta)
 
-    def example_epsilon(example_log_delta: float) -> float:
-        return float(composed.get_epsilon(math.exp(example_log_delta)))
+    @functools.cache
+    def epsilon_at(example_log_delta: float) -> float:
+        return float(example_epsilon(math.exp(example_log_delta)))
 
     def excess_log_delta(example_log_delta: float) -> float:
-        epsilon = example_epsilon(example_log_delta)
+        """log(group delta) - log(delta) when each example gets this delta."""
+        epsilon = epsilon_at(example_log_delta)
         if math.isinf(epsilon):
             return math.inf
-        group_factor = _group_delta_log_factor(epsilon, max_examples_per_user)
-        return example_log_delta + group_factor - target_log_delta
+        return example_log_delta + _group_delta_log_factor(epsilon, group_size) - target_log_delta
 
-    # At example delta = user delta the group delta is too large (the factor is >= 1). Lowering
-    # the example log-delta by x lowers the group log-delta by at most x (the factor only grows
-    # as the example epsilon grows), so the root lies at least `excess` below the current point.
+    # At example delta = delta the group delta is too large (the factor is >= 1). Lowering the
+    # example log-delta by x lowers the group log-delta by at most x (the factor only grows as
+    # the example epsilon grows), so the root lies at least `excess` below the current point.
     upper = target_log_delta
     excess = excess_log_delta(upper)
     if excess <= 0:
-        return max_examples_per_user * example_epsilon(upper)
+        return group_size * epsilon_at(upper)
     lower = upper - excess
-    smallest_log_delta = math.log(1e-300)
     while True:
         excess = excess_log_delta(lower)
         if excess <= 0:
             break
         upper = lower
         lower = lower - max(excess, math.log(10))
-        if not math.isfinite(excess) or lower < smallest_log_delta:
-            # Group delta cannot be brought down to user_delta: no finite bound this way.
+        if not math.isfinite(excess) or lower < math.log(_SMALLEST_EXAMPLE_DELTA):
             return math.inf
-    root = optimize.brentq(excess_log_delta, lower, upper, xtol=1e-10, rtol=1e-12)
-    # brentq may land a rounding error above the root: step down until the budget is met.
+    root, result = optimize.brentq(
+        excess_log_delta, lower, upper, xtol=1e-10, rtol=1e-12, full_output=True, disp=False
+    )
+    if not result.converged:
+        raise GroupPrivacySearchError(
+            "The search for the example-level delta behind the group epsilon did not "
+            f"converge ({result.flag}) between example deltas {math.exp(lower):.3g} and "
+            f"{math.exp(upper):.3g}."
+        )
+    # Brent's method may land a rounding error above the root: step down until within budget.
     step = 1e-9
     while excess_log_delta(root) > 0 and root - step > lower:
         root, step = root - step, step * 4
     if excess_log_delta(root) > 0:
         root = lower
-    return max_examples_per_user * example_epsilon(root)
+    return group_size * epsilon_at(root)
+
+
+def user_epsilon(
+    noise_multiplier: float,
+    sampling_rate: float | None,
+    steps: int,
+    delta: float,
+    max_examples_per_user: int,
+    accountant: str = "rdp",
+) -> float:
+    """User-level epsilon of DP-SGD by group privacy over the example-level accountant.
+
+    `group_privacy_epsilon` applied to the accountant's example-level (epsilon, delta) curve
+    of `steps` Gaussian steps, Poisson-sampled at `sampling_rate` (as `privacy_statement`
+    reports it, and as TF Privacy does with the RDP accountant).
+
+    Args:
+        noise_multiplier: Noise std over the sensitivity, in (0, `MAX_NOISE_MULTIPLIER`];
+            halve it for microbatching, whose sensitivity is doubled.
+        sampling_rate: Probability in (0, 1] that a step includes an example; None for each
+            example used once per step (unsampled).
+        steps: Number of steps, integer >= 1 (`num_steps(n, batch_size, epochs)`).
+        delta: Target user-level delta, in (0, 1).
+        max_examples_per_user: The most examples one user contributes, integer >= 1.
+        accountant: "rdp" (default) or "pld".
+
+    Returns:
+        The user-level epsilon (`math.inf` when group privacy gives no finite bound).
+
+    Raises:
+        ValueError: For an argument outside its range.
+        GroupPrivacySearchError: When the search for the example-level delta fails.
+    """
+    noise_multiplier = check_noise_multiplier(noise_multiplier)
+    if sampling_rate is not None:
+        sampling_rate = check_real(
+            "sampling_rate", sampling_rate, "a number in (0, 1] or None", lambda x: 0 < x <= 1
+        )
+    steps = check_count("steps", steps)
+    max_examples_per_user = check_count("max_examples_per_user", max_examples_per_user)
+    accountant = check_accountant(accountant)
+    if noise_multiplier == 0:
+        return math.inf
+    composed = _composed_accountant(accountant, noise_multiplier, sampling_rate, steps)
+    return group_privacy_epsilon(
+        lambda example_delta: float(composed.get_epsilon(example_delta)),
+        delta,
+        max_examples_per_user,
+    )
+
+
+# pydp_r.demo's name for user_epsilon; remove once demo.py calls user_epsilon.
+_user_epsilon = user_epsilon
 
 
 def _statement_epsilon(
@@ -391,7 +556,7 @@ def privacy_statement(
         max_examples_per_user = check_count("max_examples_per_user", max_examples_per_user)
     effective_noise = noise_multiplier / 2 if used_microbatching else noise_multiplier
     sampling_rate = batch_size / n
-    steps = _num_steps(n, batch_size, epochs)
+    steps = num_steps(n, batch_size, epochs)
     passes = math.ceil(epochs)
 
     def wrap(text: str) -> str:
@@ -443,10 +608,10 @@ def privacy_statement(
         if effective_noise == 0:
             user_poisson = user_once = math.inf
         else:
-            user_poisson = _user_epsilon(
+            user_poisson = user_epsilon(
                 effective_noise, sampling_rate, steps, delta, max_examples_per_user
             )
-            user_once = _user_epsilon(effective_noise, None, passes, delta, max_examples_per_user)
+            user_once = user_epsilon(effective_noise, None, passes, delta, max_examples_per_user)
         sections.append(
             wrap(
                 "User-level DP, add-or-remove-one-user adjacency, at most "

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 from collections.abc import Callable, Sequence
 
@@ -28,15 +29,38 @@ from pydp_r.audit import __main__ as audit_main
 USAGE_ERROR = 2
 
 
+def _whole_number(text: str) -> int:
+    """A count as typed on a command line: 60000, 60_000 or 6e4 (not 6.5, not "many").
+
+    Its range is checked by the function it is passed to, whose message names the argument.
+    """
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        number = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number; received {text!r}") from None
+    if not (math.isfinite(number) and number.is_integer()):
+        raise argparse.ArgumentTypeError(f"expected a whole number; received {text!r}")
+    return int(number)
+
+
 def _add_training_arguments(parser: argparse.ArgumentParser, noise: bool) -> None:
     parser.add_argument(
-        "--n", "--N", dest="n", type=int, required=True, help="number of training examples"
+        "--n",
+        "--N",
+        dest="n",
+        type=_whole_number,
+        required=True,
+        help="number of training examples",
     )
     parser.add_argument(
         "--batch-size",
         "--batch_size",
         dest="batch_size",
-        type=int,
+        type=_whole_number,
         required=True,
         help="(expected) examples per step, <= n",
     )
@@ -124,9 +148,14 @@ def _absl_bool(text: str) -> bool:
 
 def _add_tf_privacy_arguments(parser: argparse.ArgumentParser) -> None:
     """TF Privacy 0.9.0's compute_dp_sgd_privacy flags, names and defaults."""
-    parser.add_argument("--N", dest="n", type=int, required=True, help="training examples")
     parser.add_argument(
-        "--batch_size", type=int, required=True, help="examples per batch, however microbatched"
+        "--N", dest="n", type=_whole_number, required=True, help="training examples"
+    )
+    parser.add_argument(
+        "--batch_size",
+        type=_whole_number,
+        required=True,
+        help="examples per batch, however microbatched",
     )
     parser.add_argument(
         "--noise_multiplier", type=float, required=True, help="noise std over the clip norm"
@@ -145,7 +174,10 @@ def _add_tf_privacy_arguments(parser: argparse.ArgumentParser) -> None:
         "--noused_microbatching", dest="used_microbatching", action="store_false", help="= false"
     )
     parser.add_argument(
-        "--max_examples_per_user", type=int, default=None, help="adds a user-level epsilon"
+        "--max_examples_per_user",
+        type=_whole_number,
+        default=None,
+        help="adds a user-level epsilon",
     )
     parser.add_argument("--accountant_type", type=str.upper, choices=("RDP", "PLD"), default="RDP")
 
@@ -182,7 +214,12 @@ def _plan(args: argparse.Namespace) -> str:
 
 def _add_plan_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--n", "--N", dest="n", type=int, required=True, help="number of training examples"
+        "--n",
+        "--N",
+        dest="n",
+        type=_whole_number,
+        required=True,
+        help="number of training examples",
     )
     parser.add_argument(
         "--target-epsilon",
@@ -197,7 +234,7 @@ def _add_plan_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--batch-sizes",
         dest="batch_sizes",
-        type=int,
+        type=_whole_number,
         nargs="+",
         default=None,
         help="candidate batch sizes (default: powers of two from 16 up to n / 2)",
@@ -205,7 +242,7 @@ def _add_plan_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--min-steps",
         dest="min_steps",
-        type=int,
+        type=_whole_number,
         default=dp_planner.DEFAULT_MIN_STEPS,
         help=f"fewest steps a plan keeps (default: {dp_planner.DEFAULT_MIN_STEPS})",
     )
@@ -272,7 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-examples-per-user",
         "--max_examples_per_user",
         dest="max_examples_per_user",
-        type=int,
+        type=_whole_number,
         default=None,
         help="most examples one person contributes (adds a user-level epsilon)",
     )

@@ -25,6 +25,7 @@ This module imports neither TensorFlow nor Keras, so the command line (`pydp-r p
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -78,6 +79,8 @@ class DPTrainingPlan:
             candidate (see `PlanCandidate`).
         sampling_rate: `batch_size / n`, what to pass to `pydp_r.data.poisson_batches`.
         candidates: Every candidate considered, by increasing batch size.
+        too_many_steps: Batch sizes left out because they make more than
+            `pydp_r.accounting.MAX_STEPS` steps, by increasing size.
     """
 
     n: int
@@ -93,6 +96,7 @@ class DPTrainingPlan:
     noise_to_signal: float
     sampling_rate: float
     candidates: tuple[PlanCandidate, ...]
+    too_many_steps: tuple[int, ...] = ()
 
     def __str__(self) -> str:
         lines = [
@@ -112,14 +116,19 @@ class DPTrainingPlan:
             )
         lines += [
             "",
-            f"  {'batch':>7} {'noise mult.':>12} {'steps':>7} {'epsilon':>8} {'noise/signal':>13}",
+            f"  {'batch':>10} {'noise mult.':>12} {'steps':>8} {'epsilon':>8} {'noise/signal':>13}",
         ]
         for candidate in self.candidates:
             marker = "  <- chosen" if candidate.batch_size == self.batch_size else ""
             lines.append(
-                f"  {candidate.batch_size:>7} {candidate.noise_multiplier:>12.4g} "
-                f"{candidate.steps:>7} {candidate.epsilon:>8.4g} "
+                f"  {candidate.batch_size:>10} {candidate.noise_multiplier:>12.4g} "
+                f"{candidate.steps:>8} {candidate.epsilon:>8.4g} "
                 f"{candidate.noise_to_signal:>13.3g}{marker}"
+            )
+        if self.too_many_steps:
+            lines.append(
+                f"  Left out: batch sizes {list(self.too_many_steps)}, which make more than "
+                f"{accounting.MAX_STEPS:.0e} steps (more than the accountants handle)."
             )
         lines += [
             "",
@@ -195,7 +204,8 @@ def plan_dp_training(
 
     Raises:
         ValueError: For an argument outside its range, or when no candidate batch size can
-            reach `target_epsilon` (from `compute_noise_multiplier`).
+            reach `target_epsilon` (from `compute_noise_multiplier`) or all make more than
+            `pydp_r.accounting.MAX_STEPS` steps.
     """
     n = check_count("n", n)
     target_epsilon = checks.check_target_epsilon(target_epsilon)
@@ -206,29 +216,43 @@ def plan_dp_training(
     sizes = _default_batch_sizes(n) if batch_sizes is None else _check_batch_sizes(batch_sizes, n)
 
     candidates = []
-    errors = []
+    too_many_steps = []
+    unreachable = None
     for batch_size in sizes:
+        try:
+            steps = accounting.num_steps(n, batch_size, epochs)
+        except accounting.TooManyStepsError:  # larger batches take fewer steps: try them
+            too_many_steps.append(batch_size)
+            continue
         try:
             noise_multiplier = accounting.compute_noise_multiplier(
                 n, batch_size, target_epsilon, epochs, delta, accountant=accountant
             )
         except ValueError as error:  # unreachable at this batch size: larger ones neither
-            errors.append(str(error))
+            unreachable = str(error)
             break
         candidates.append(
             PlanCandidate(
                 batch_size=batch_size,
                 noise_multiplier=noise_multiplier,
-                steps=accounting._num_steps(n, batch_size, epochs),
+                steps=steps,
                 epsilon=accounting.compute_epsilon(
                     n, batch_size, noise_multiplier, epochs, delta, accountant=accountant
                 ),
                 noise_to_signal=noise_multiplier / batch_size,
             )
         )
-    if not candidates:
+    if not candidates and unreachable is not None:
         raise ValueError(
-            f"No batch size in {sizes} reaches target_epsilon={target_epsilon!r}: {errors[0]}"
+            f"No batch size in {sizes} reaches target_epsilon={target_epsilon!r}: {unreachable}"
+        )
+    if not candidates:
+        fewest_steps_batch = math.ceil(epochs * n / accounting.MAX_STEPS)
+        raise ValueError(
+            f"Every batch size in {sizes} makes more than {accounting.MAX_STEPS:.0e} steps "
+            f"(epochs * n / batch_size) with n={n!r} and epochs={epochs!r}, more than the "
+            f"accountants handle: give batch_sizes >= {fewest_steps_batch} (at most n), or "
+            "fewer epochs."
         )
     enough_steps = [c for c in candidates if c.steps >= min_steps]
     if enough_steps:
@@ -249,6 +273,7 @@ def plan_dp_training(
         noise_to_signal=chosen.noise_to_signal,
         sampling_rate=chosen.batch_size / n,
         candidates=tuple(candidates),
+        too_many_steps=tuple(too_many_steps),
     )
 
 

@@ -5,6 +5,14 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
+from pydp_r._checks import (
+    MAX_NOISE_MULTIPLIER,
+    check_count,
+    check_open_probability,
+    check_positive,
+    check_real,
+)
+
 AUDITS = ("step", "membership", "exposure")
 
 
@@ -35,24 +43,38 @@ def run_audit_report(
 
     Args:
         audits: Which audits to run, a non-empty subset of ("step", "membership", "exposure").
-        noise_multiplier: Noise multiplier of the audited step, > 0.
-        l2_norm_clip: Clipping bound of the audited step, > 0.
+        noise_multiplier: Noise multiplier of the audited step, in (0, 1e4].
+        l2_norm_clip: Clipping bound of the audited step, a finite number > 0.
         num_trials: Step-audit trials per side, integer >= 8.
         delta: Delta of every epsilon, in (0, 1).
         quick: True runs smaller versions (fewer trials, a shorter corpus, fewer epochs):
             a smoke test of the pipeline, with looser bounds, not the reference figures.
-        seed: Seeds every audit.
+        seed: Seeds every audit, integer >= 0.
 
     Returns:
         The report, one section per audit, ending with a newline.
 
     Raises:
-        ValueError: For an argument outside its range.
+        ValueError: For an argument outside its range, before TensorFlow is imported.
     """
+    # Every argument is checked before the audits' modules load TensorFlow (seconds).
+    names = _check_audits(audits)
+    noise_multiplier = check_real(
+        "noise_multiplier",
+        noise_multiplier,
+        f"a number in (0, {MAX_NOISE_MULTIPLIER:g}]",
+        lambda x: 0 < x <= MAX_NOISE_MULTIPLIER,
+    )
+    l2_norm_clip = check_positive("l2_norm_clip", l2_norm_clip)
+    num_trials = check_count("num_trials", num_trials, 8)
+    delta = check_open_probability("delta", delta)
+    if not isinstance(quick, bool):
+        raise ValueError(f"quick must be True or False; received {quick!r}.")
+    seed = check_count("seed", seed, 0)
+
     from pydp_r.audit import canary, membership, step
     from pydp_r.optimizers import DPSGD, DPAdam
 
-    names = _check_audits(audits)
     sections = []
     if "step" in names:
         trials = min(num_trials, 1000) if quick else num_trials

@@ -9,11 +9,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import optimize, stats
 
+from pydp_r import accounting
 from pydp_r.accounting import (
+    MAX_NOISE_MULTIPLIER,
+    MAX_STEPS,
+    TooManyStepsError,
     compute_dp_sgd_privacy,
     compute_epsilon,
     compute_noise_multiplier,
+    group_privacy_epsilon,
     privacy_statement,
+    user_epsilon,
 )
 
 FEW = settings(max_examples=8, deadline=None)
@@ -177,6 +183,70 @@ def test_unreachable_target_is_an_error_not_a_loop():
         compute_noise_multiplier(10, 10, 1e-3, 100, 1e-5)
 
 
+def test_unreachable_target_names_the_floor_and_what_to_change():
+    # Issue #26: the user gave no noise_multiplier, yet was told to use a smaller one.
+    floor = compute_epsilon(1000, 32, MAX_NOISE_MULTIPLIER, 1, 1e-5)
+    with pytest.raises(ValueError) as error:
+        compute_noise_multiplier(1000, 32, 1e-6, 1, 1e-5)
+    message = str(error.value)
+    assert "noise_multiplier <= 10000" in message and f"below {floor:.3g}" in message
+    for remedy in ("larger n", "fewer epochs", "smaller batch_size", "larger delta"):
+        assert remedy in message
+    assert "smaller noise_multiplier" not in message
+
+
+@pytest.mark.parametrize("accountant, epochs", [("rdp", 1), ("pld", 0.001)])
+def test_the_whole_documented_noise_range_is_accounted(accountant, epochs):
+    # Issue #26: noise_multiplier=1e4, the documented maximum, raised "a rounding artefact".
+    # Batch 1 of 1000 is so noisy that dp-accounting proves (0, 1e-5)-DP (the RDP accountant
+    # from the KL divergence, the PLD one from the privacy loss): 0 is its answer, not a bug.
+    noises = [0.5, 2.0, 10.0, 100.0, 1e3, MAX_NOISE_MULTIPLIER]
+    epsilons = [compute_epsilon(1000, 1, s, epochs, 1e-5, accountant=accountant) for s in noises]
+    assert epsilons[-1] == 0.0
+    assert all(a >= b >= 0 for a, b in zip(epsilons, epsilons[1:], strict=False))
+    with pytest.raises(ValueError, match=r"noise_multiplier must be a number in \[0, 10000\]"):
+        compute_epsilon(1000, 1, MAX_NOISE_MULTIPLIER * (1 + 1e-9), 1, 1e-5)
+
+
+def test_a_target_met_only_by_a_proven_zero_epsilon_is_reached():
+    # Before, the search ran into the accountant's 0 and told the user to lower the noise.
+    noise = compute_noise_multiplier(1000, 1, 1e-6, 1, 1e-5)
+    assert 0 < noise < MAX_NOISE_MULTIPLIER
+    assert compute_epsilon(1000, 1, noise, 1, 1e-5) <= 1e-6
+    assert compute_epsilon(1000, 1, noise * (1 - 1e-3), 1, 1e-5) > 1e-6
+
+
+def test_too_many_steps_names_the_steps_and_the_fix_not_epochs():
+    # Issue #26: n=1e30 was blamed on epochs ("epochs must give at most 1e+07 steps").
+    with pytest.raises(TooManyStepsError) as error:
+        compute_epsilon(10**30, 100, 1.1, 1, 1e-5)
+    message = str(error.value)
+    assert "1e+28 noisy steps" in message and "MAX_STEPS" in message
+    assert f"Use batch_size >= {10**30 // MAX_STEPS} (at most n), or fewer epochs" in message
+    assert not message.startswith("epochs")
+    assert isinstance(error.value, ValueError)
+    assert accounting.num_steps(10**9, 100, 1) == MAX_STEPS  # the largest accounted
+    with pytest.raises(TooManyStepsError, match="Use batch_size >= 100 "):
+        accounting.num_steps(10**9, 99, 1)
+
+
+def test_one_noise_calibration_serves_both_namespaces(monkeypatch):
+    # pydp_r's compute_noise_multiplier and TF Privacy's compute_noise run the same search.
+    from pydp_r.tensorflow_privacy.privacy.analysis import compute_noise_from_budget_lib
+
+    calls = []
+    calibrate = accounting.calibrate_noise_multiplier
+
+    def spy(*args, **kwargs):
+        calls.append(args[2])  # the number of steps
+        return calibrate(*args, **kwargs)
+
+    monkeypatch.setattr(accounting, "calibrate_noise_multiplier", spy)
+    compute_noise_multiplier(60000, 150, 2.0, 15, 1e-5)
+    compute_noise_from_budget_lib.compute_noise(60000, 150, 2.0, 15, 1e-5, 0.5)
+    assert calls == [6000, 6000]
+
+
 # --- TF Privacy's classic function ---------------------------------------------------------
 
 CLASSIC_ORDERS = [1.25, 1.5, 1.75, 2.0, 2.25, 2.5, 3.0, 3.5, 4.0, 4.5] + list(range(5, 64))
@@ -249,18 +319,52 @@ def test_statement_with_microbatching_accounts_doubled_sensitivity():
     assert f"{compute_epsilon(5000, 50, 2.0, 5, 1e-5):.3f}" not in text
 
 
-def test_user_level_epsilon_satisfies_group_privacy():
-    from pydp_r.accounting import _user_epsilon
+def test_group_privacy_has_one_implementation_shared_with_tf_privacy():
+    # TF Privacy's namespace had its own search (other brackets and tolerances); now its
+    # user-level epsilon is group_privacy_epsilon's over its example-level curve.
+    from pydp_r.tensorflow_privacy.privacy.analysis import compute_dp_sgd_privacy_lib as lib
 
+    for k in (2, 4):
+        ours = user_epsilon(1.1, 0.01, 500, 1e-5, k)
+        theirs = lib._compute_dp_sgd_user_privacy(5, 1.1, 1e-5, k, False, 0.01)
+        assert ours == theirs
+    assert not hasattr(lib, "_log_expm1")
+    assert lib.UserLevelDPComputationError is accounting.GroupPrivacySearchError
+
+
+def test_group_privacy_epsilon_inverts_the_lemma_on_a_known_curve():
+    # A curve with a closed form: eps(d) = log(1 / d) / 10. At the returned group epsilon
+    # k * eps, the group delta d (e^{k eps} - 1) / (e^{eps} - 1) is the target, from below.
+    def curve(example_delta):
+        return math.log(1 / example_delta) / 10
+
+    for k in (2, 3, 7):
+        epsilon = group_privacy_epsilon(curve, 1e-6, k)
+        example_epsilon = epsilon / k
+        example_delta = math.exp(-10 * example_epsilon)
+        group_delta = example_delta * math.expm1(epsilon) / math.expm1(example_epsilon)
+        assert group_delta <= 1e-6
+        assert group_delta == pytest.approx(1e-6, rel=1e-8)
+    assert group_privacy_epsilon(curve, 1e-6, 1) == curve(1e-6)
+
+
+def test_group_privacy_without_a_finite_bound_is_infinite_without_a_warning(recwarn):
+    # An example epsilon that grows faster than the group factor can follow.
+    epsilon = group_privacy_epsilon(lambda d: math.log(1 / d), 1e-5, 10)
+    assert epsilon == math.inf
+    assert len(recwarn) == 0
+
+
+def test_user_level_epsilon_satisfies_group_privacy():
     noise, rate, steps, delta = 1.5, 0.01, 500, 1e-5
-    single = _user_epsilon(noise, rate, steps, delta, 1)
+    single = user_epsilon(noise, rate, steps, delta, 1)
     assert single == pytest.approx(compute_epsilon(10000, 100, noise, 5, delta), rel=1e-12)
     for group in (2, 5):
-        user_epsilon = _user_epsilon(noise, rate, steps, delta, group)
-        assert user_epsilon > group * single
+        group_epsilon = user_epsilon(noise, rate, steps, delta, group)
+        assert group_epsilon > group * single
         # Recompute the example-level delta at eps = user_eps / k with dp-accounting's own
         # delta-from-epsilon conversion; Vadhan's Lemma 2.2 must then give delta back.
-        example_epsilon = user_epsilon / group
+        example_epsilon = group_epsilon / group
         accountant = dp_accounting.rdp.RdpAccountant()
         accountant.compose(
             dp_accounting.SelfComposedDpEvent(
@@ -269,10 +373,10 @@ def test_user_level_epsilon_satisfies_group_privacy():
             )
         )
         example_delta = accountant.get_delta(example_epsilon)
-        group_delta = example_delta * math.expm1(user_epsilon) / math.expm1(example_epsilon)
+        group_delta = example_delta * math.expm1(group_epsilon) / math.expm1(example_epsilon)
         assert group_delta == pytest.approx(delta, rel=0.02)
     text = privacy_statement(10000, 100, noise, 5, delta, max_examples_per_user=5)
-    assert f"{_user_epsilon(noise, rate, steps, delta, 5):.3f}" in text
+    assert f"{user_epsilon(noise, rate, steps, delta, 5):.3f}" in text
     assert "Vadhan" in text and "at most 5 examples per user" in text
 
 
@@ -318,7 +422,7 @@ def test_bad_target_epsilon(target_epsilon):
 
 
 def test_unknown_accountant():
-    with pytest.raises(ValueError, match=r"accountant must be one of \('rdp', 'pld'\)"):
+    with pytest.raises(ValueError, match='accountant must be one of "rdp", "pld"'):
         compute_epsilon(1000, 10, 1.0, 2, 1e-5, accountant="moments")
     with pytest.raises(ValueError, match="accountant must be one of"):
         compute_noise_multiplier(1000, 10, 1.0, 2, 1e-5, accountant="gdp")

@@ -109,6 +109,33 @@ def test_audit_subcommand_prints_the_step_audit(capsys):
     assert "step" in output.lower() and "epsilon" in output.lower()
 
 
+def test_counts_may_be_written_in_scientific_notation(capsys):
+    # Issue #26: `pydp-r plan --n 1e10` must plan (argparse's int() refused "1e10").
+    status, out, _ = run(capsys, "epsilon", *MNIST, "--noise-multiplier", "1.1")
+    scientific = ["--n", "6e4", *MNIST[2:]]
+    assert run(capsys, "epsilon", *scientific, "--noise-multiplier", "1.1")[1] == out
+    argv = ["plan", "--n", "1e10", "--target-epsilon", "3", "--epochs", "1", "--delta", "1e-12"]
+    status, out, err = run(capsys, *argv, "--batch-sizes", "16", "1.6777216e7")
+    assert status == 0, err
+    assert "batch size        16777216" in out and "Left out: batch sizes [16]" in out
+    status, _, err = run(capsys, "epsilon", "--n", "6.5e0", *MNIST[2:], "--noise-multiplier", "1")
+    assert status == 2 and "expected a whole number; received '6.5e0'" in err
+
+
+def test_audit_checks_its_arguments_before_loading_tensorflow():
+    # Issue #26: a bad value was refused only after the audits had imported TensorFlow.
+    code = (
+        "import sys\n"
+        "from pydp_r.cli import main\n"
+        "status = main(['audit', '--audits', 'step', '--l2-norm-clip', '0'])\n"
+        "print(status, 'tensorflow' in sys.modules)\n"
+    )
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert result.stdout.split() == ["2", "False"], result.stderr
+    assert "l2_norm_clip must be a finite number > 0; received 0.0" in result.stderr
+
+
 def test_audit_subcommand_rejects_bad_values(capsys):
     assert main(["audit", "--audits", "step", "--noise-multiplier", "-1"]) == 2
     assert "noise_multiplier" in capsys.readouterr().err

@@ -91,6 +91,26 @@ def test_an_unreachable_target_is_an_error():
         plan_dp_training(n=10, target_epsilon=1e-3, epochs=100, delta=1e-5, batch_sizes=[10])
 
 
+def test_batches_with_too_many_steps_are_left_out_not_fatal():
+    # Issue #26: `pydp-r plan --n 1e10` said no batch size reaches the target: batch 16 makes
+    # more than MAX_STEPS steps, and that error ended the search before any larger batch.
+    plan = plan_dp_training(
+        n=10**10, target_epsilon=3.0, epochs=1, delta=1e-12, batch_sizes=[16, 2**24]
+    )
+    assert plan.too_many_steps == (16,)
+    assert [c.batch_size for c in plan.candidates] == [2**24]
+    assert plan.batch_size == 2**24 and plan.epsilon <= 3.0
+    assert "Left out: batch sizes [16]" in str(plan)
+
+
+def test_only_batches_with_too_many_steps_say_so():
+    with pytest.raises(ValueError) as error:
+        plan_dp_training(n=10**10, target_epsilon=3.0, epochs=1, delta=1e-12, batch_sizes=[16])
+    message = str(error.value)
+    assert "more than 1e+07 steps" in message and "batch_sizes >= 1000" in message
+    assert "reaches target_epsilon" not in message
+
+
 def test_planner_does_not_import_tensorflow():
     code = "import sys, pydp_r.planner; print('tensorflow' in sys.modules)"
     package_only = "import sys, pydp_r; print('tensorflow' in sys.modules)"

@@ -12,13 +12,11 @@ deep-learning framework.
 from __future__ import annotations
 
 import enum
-import functools
 import math
 import textwrap
 import warnings
 
 import dp_accounting
-from scipy import optimize
 
 from pydp_r import accounting
 from pydp_r._checks import check_count, check_real
@@ -33,8 +31,9 @@ __all__ = [
 _LINE_WIDTH = 80
 
 
-class UserLevelDPComputationError(Exception):
-    """Raised when the search for the example-level delta behind a user-level bound fails."""
+# Raised when the search for the example-level delta behind a user-level bound fails; the
+# search is pydp_r.accounting.group_privacy_epsilon's.
+UserLevelDPComputationError = accounting.GroupPrivacySearchError
 
 
 class AccountantType(enum.Enum):
@@ -74,11 +73,6 @@ def _check_sampling_probability(probability: float | None) -> float | None:
     return check_real(
         "poisson_subsampling_probability", probability, "a number in (0, 1]", lambda v: 0 < v <= 1
     )
-
-
-def _log_expm1(x: float) -> float:
-    """log(exp(x) - 1) for x > 0, without overflow."""
-    return x + math.log(-math.expm1(-x))
 
 
 def _compute_dp_sgd_example_privacy(
@@ -136,20 +130,19 @@ def _compute_dp_sgd_user_privacy(
 ) -> float:
     """User-level epsilon (add-or-remove-one-user) by group privacy, covering every checkpoint.
 
-    Group privacy (Vadhan 2017, "The complexity of differential privacy", Lemma 2.2, in the
-    tighter form of its proof): an (eps, d) guarantee per example gives
-    (k eps, d (e^{k eps} - 1) / (e^{eps} - 1)) for groups of k examples. The example-level
-    delta whose group delta equals `user_delta` is searched on a log scale (bracketed, then
-    Brent's method); the user epsilon is k times the example epsilon there.
+    `pydp_r.accounting.group_privacy_epsilon` (Vadhan 2017, Lemma 2.2, in the tighter form of
+    its proof) over `_compute_dp_sgd_example_privacy`'s (epsilon, delta) curve: the
+    example-level delta whose group delta is `user_delta`, and k times its epsilon.
 
     Args:
         num_epochs, noise_multiplier, used_microbatching, poisson_subsampling_probability,
         accountant_type: As in `_compute_dp_sgd_example_privacy`.
-        user_delta: Target user-level delta, in [0, 1].
+        user_delta: Target user-level delta, in [0, 1] (> 0 when max_examples_per_user > 1).
         max_examples_per_user: k, the most examples one user contributes, integer >= 1.
 
     Returns:
-        The user-level epsilon; `math.inf` when no finite bound follows this way.
+        The user-level epsilon; `math.inf` (with a warning, as TF Privacy logs one) when no
+        finite bound follows this way.
 
     Raises:
         ValueError: For an argument outside its range.
@@ -160,66 +153,30 @@ def _compute_dp_sgd_user_privacy(
     user_delta = _check_delta("user_delta", user_delta)
     max_examples_per_user = check_count("max_examples_per_user", max_examples_per_user)
 
-    @functools.cache
-    def example_epsilon(example_log_delta: float) -> float:
+    def example_epsilon(example_delta: float) -> float:
         return _compute_dp_sgd_example_privacy(
             num_epochs,
             noise_multiplier,
-            math.exp(example_log_delta),
+            example_delta,
             used_microbatching,
             poisson_subsampling_probability,
             accountant_type,
         )
 
     if max_examples_per_user == 1:
-        return _compute_dp_sgd_example_privacy(
-            num_epochs,
-            noise_multiplier,
-            user_delta,
-            used_microbatching,
-            poisson_subsampling_probability,
-            accountant_type,
-        )
+        return example_epsilon(user_delta)
     if user_delta == 0:
         raise ValueError(
             "user_delta must be a number in (0, 1] when max_examples_per_user > 1; received 0."
         )
-    target_log_delta = math.log(user_delta)
-
-    def log_delta_excess(example_log_delta: float) -> float:
-        """log(group delta) - log(user_delta) when each example gets this delta."""
-        epsilon = example_epsilon(example_log_delta)
-        group_log_delta = (
-            example_log_delta + _log_expm1(max_examples_per_user * epsilon) - _log_expm1(epsilon)
+    epsilon = accounting.group_privacy_epsilon(example_epsilon, user_delta, max_examples_per_user)
+    if math.isinf(epsilon):
+        warnings.warn(
+            "No finite user-level epsilon follows by group privacy with "
+            f"max_examples_per_user={max_examples_per_user}.",
+            stacklevel=2,
         )
-        return group_log_delta - target_log_delta
-
-    # The example delta is at most the user delta. Lowering the example log-delta by x lowers
-    # the group log-delta by at most x (the group factor grows as the example epsilon does), so
-    # while the lower end is still too large, the root lies at least `excess` below it.
-    upper = target_log_delta
-    lower = upper - math.log(10)
-    excess = log_delta_excess(lower)
-    while excess > 0:
-        upper = lower - excess
-        lower = upper - math.log(10)
-        excess = log_delta_excess(lower)
-        if not math.isfinite(excess):
-            # The group delta diverges as the example delta shrinks (its epsilon grows).
-            warnings.warn(
-                "No finite user-level epsilon follows by group privacy with "
-                f"max_examples_per_user={max_examples_per_user}.",
-                stacklevel=2,
-            )
-            return math.inf
-    lower -= excess  # the same argument, applied once more, raises the lower end
-    root, result = optimize.brentq(log_delta_excess, lower, upper, full_output=True)
-    if not result.converged:
-        raise UserLevelDPComputationError(
-            "The search for the example-level delta behind the user-level epsilon did not "
-            f"converge: {result.flag}."
-        )
-    return max_examples_per_user * example_epsilon(root)
+    return epsilon
 
 
 def _paragraph(text: str) -> str:

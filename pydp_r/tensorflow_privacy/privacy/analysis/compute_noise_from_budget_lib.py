@@ -1,9 +1,10 @@
 """TF Privacy's `privacy.analysis.compute_noise_from_budget_lib` on `dp_accounting`.
 
 `compute_noise` calibrates the noise multiplier exactly as TF Privacy 0.9.0 does (its RDP
-orders, step count and `dp_accounting.calibrate_dp_mechanism` search), so it returns the same
-number. `pydp_r.compute_noise_multiplier` is pydp_r's own calibration (default RDP orders, PLD
-option, microbatching correction).
+orders, step count, search bracket and tolerance), so it returns the same number; the search
+is `pydp_r.accounting.calibrate_noise_multiplier` (dp-accounting's `calibrate_dp_mechanism`),
+as for `pydp_r.compute_noise_multiplier` (default RDP orders, PLD option, microbatching
+correction).
 """
 
 from __future__ import annotations
@@ -13,7 +14,13 @@ import math
 import dp_accounting
 
 from pydp_r import accounting
-from pydp_r._checks import check_count, check_real
+from pydp_r._checks import (
+    check_delta,
+    check_epochs,
+    check_n_and_batch_size,
+    check_positive,
+    check_target_epsilon,
+)
 
 __all__ = ["compute_noise"]
 
@@ -38,38 +45,32 @@ def compute_noise(
     Raises:
         ValueError: For an argument outside its range.
     """
-    n = check_count("n", n)
-    batch_size = check_count("batch_size", batch_size)
-    if batch_size > n:
-        raise ValueError(
-            f"batch_size must be an integer in [1, n] = [1, {n}]; received {batch_size!r}."
-        )
-    target_epsilon = check_real(
-        "target_epsilon", target_epsilon, "a finite number > 0", lambda v: 0 < v < math.inf
-    )
-    epochs = check_real("epochs", epochs, "a finite number > 0", lambda v: 0 < v < math.inf)
-    delta = check_real("delta", delta, "a number in (0, 1)", lambda v: 0 < v < 1)
-    noise_lbd = check_real(
-        "noise_lbd", noise_lbd, "a finite number > 0", lambda v: 0 < v < math.inf
-    )
+    n, batch_size = check_n_and_batch_size(n, batch_size)
+    target_epsilon = check_target_epsilon(target_epsilon)
+    epochs = check_epochs(epochs)
+    delta = check_delta(delta)
+    noise_lbd = check_positive("noise_lbd", noise_lbd)
     sampling_probability = batch_size / n
     num_steps = int(math.ceil(epochs * n / batch_size))
-
-    def training(noise_multiplier: float) -> dp_accounting.DpEvent:
-        step = dp_accounting.PoissonSampledDpEvent(
-            sampling_probability, dp_accounting.GaussianDpEvent(noise_multiplier)
-        )
-        return dp_accounting.SelfComposedDpEvent(step, num_steps)
 
     def make_accountant() -> dp_accounting.PrivacyAccountant:
         return dp_accounting.rdp.RdpAccountant(accounting.CLASSIC_RDP_ORDERS)
 
-    if make_accountant().compose(training(noise_lbd)).get_epsilon(delta) < target_epsilon:
+    lower_end = make_accountant().compose(
+        dp_accounting.SelfComposedDpEvent(
+            dp_accounting.PoissonSampledDpEvent(
+                sampling_probability, dp_accounting.GaussianDpEvent(noise_lbd)
+            ),
+            num_steps,
+        )
+    )
+    if lower_end.get_epsilon(delta) < target_epsilon:
         print("noise_lbd too large for target epsilon.")
         return 0
-    noise_multiplier = dp_accounting.calibrate_dp_mechanism(
+    noise_multiplier = accounting.calibrate_noise_multiplier(
         make_accountant,
-        training,
+        sampling_probability,
+        num_steps,
         target_epsilon,
         delta,
         dp_accounting.LowerEndpointAndGuess(noise_lbd, noise_lbd * 2),
