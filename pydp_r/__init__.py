@@ -11,7 +11,9 @@ load only the accounting (dp-accounting, no TensorFlow); a DP optimizer loads Ke
 from __future__ import annotations
 
 import importlib
+import importlib.abc
 import importlib.metadata
+import importlib.util
 import os
 import sys
 from typing import TYPE_CHECKING, Any
@@ -42,6 +44,40 @@ def _onednn_off_for_old_tensorflow() -> None:
 
 _onednn_off_for_old_tensorflow()
 
+
+class _RegisterWhenKerasLoads(importlib.abc.MetaPathFinder):
+    """Imports `pydp_r.optimizers` (whose classes register with Keras' serialization) right
+    after Keras itself is imported, so `keras.models.load_model` finds `DPAdam` & co. after a
+    plain `import pydp_r`, whatever the order of the imports, without loading TensorFlow
+    before the user does."""
+
+    def find_spec(self, name: str, path: Any, target: Any = None) -> Any:
+        if name != "keras":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.loader is None:
+            return spec
+        keras_exec_module = spec.loader.exec_module
+
+        def exec_module(module: Any) -> None:
+            keras_exec_module(module)
+            importlib.import_module("pydp_r.optimizers")
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+
+def _register_with_keras() -> None:
+    """Register the DP optimizers with Keras now if it is loaded, else once it is."""
+    if "keras" in sys.modules:
+        importlib.import_module("pydp_r.optimizers")
+    elif not any(isinstance(finder, _RegisterWhenKerasLoads) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _RegisterWhenKerasLoads())
+
+
+_register_with_keras()
+
 # Public name -> module that defines it.
 _LAZY_NAMES = {
     "compute_dp_sgd_privacy": "pydp_r.accounting",
@@ -67,6 +103,7 @@ _LAZY_NAMES = {
     "PlanCandidate": "pydp_r.planner",
     "plan_dp_training": "pydp_r.planner",
     "ParameterAveraging": "pydp_r.averaging",
+    "clipping_report": "pydp_r.fast_clipping",
 }
 _LAZY_MODULES = ("accounting", "audit", "data", "ledger", "tensorflow_privacy")
 
@@ -88,6 +125,7 @@ __all__ = [
     "PrivacyLedger",
     "ShuffledBatchesWarning",
     "__version__",
+    "clipping_report",
     "compute_dp_sgd_privacy",
     "compute_epsilon",
     "compute_noise_multiplier",
@@ -125,6 +163,7 @@ if TYPE_CHECKING:
     from pydp_r.averaging import ParameterAveraging
     from pydp_r.batch_norm import replace_batch_norm
     from pydp_r.callbacks import PrivacyBudget, ShuffledBatchesWarning
+    from pydp_r.fast_clipping import clipping_report
     from pydp_r.ledger import PrivacyLedger
     from pydp_r.optimizers import (
         DPSGD,

@@ -12,7 +12,7 @@ import contextlib
 import functools
 import inspect
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import keras
 import tensorflow as tf
@@ -46,6 +46,7 @@ __all__ = [
     "compiled_loss_metrics",
     "compute_loss",
     "dataset_inputs",
+    "dataset_transformation",
     "install",
     "optimizer_batches_seen",
     "flatten_layers",
@@ -99,6 +100,18 @@ def compiled_loss_metrics(model: keras.Model) -> tuple[Any, list[keras.metrics.M
 def dataset_inputs(dataset: tf.data.Dataset) -> list[tf.data.Dataset]:
     """The datasets `dataset` was made from by its last transformation."""
     return list(dataset._inputs())
+
+
+def dataset_transformation(dataset: tf.data.Dataset) -> str:
+    """The tf.data operation that made `dataset`, as its op is named without TensorFlow's
+    class decoration: "Map", "ParallelMap", "Prefetch", "Repeat", "Cache", "Batch",
+    "TensorSlice", ... (TensorFlow 2.21 names its classes `_MapDataset`, earlier ones
+    `MapDataset`; both give "Map")."""
+    name = type(dataset).__name__.lstrip("_")
+    for suffix in ("DatasetV2", "DatasetV1", "Dataset"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
 
 
 def optimizer_batches_seen(optimizer: keras.optimizers.Optimizer) -> Any:
@@ -382,3 +395,86 @@ def functional_model_class() -> type:
     `pydp_r.tensorflow_privacy`'s `DPModel`.
     """
     return Functional
+
+
+# --- Reading a model's call graph (used by `pydp_r.fast_clipping` to prove it per-example) ---
+
+
+class GraphCall(NamedTuple):
+    """One call in a Keras call graph: a layer or a `keras.ops` operation, its arguments (with
+    `keras.KerasTensor` where a graph tensor was passed) and its output tensors."""
+
+    operation: Any
+    args: tuple
+    kwargs: dict
+    outputs: list
+
+
+def _calls_in_order(nodes_by_depth: dict) -> list[GraphCall]:
+    return [
+        GraphCall(node.operation, node.arguments.args, node.arguments.kwargs, node.outputs)
+        for depth in sorted(nodes_by_depth, reverse=True)
+        for node in nodes_by_depth[depth]
+    ]
+
+
+def graph_calls(model: keras.Model) -> list[GraphCall] | None:
+    """The calls of a functional (or built Sequential) model in execution order, input layers
+    included; None for a Sequential model without a known input shape."""
+    graph = getattr(model, "_functional", None) if isinstance(model, keras.Sequential) else model
+    if graph is None:
+        return None
+    return _calls_in_order(graph._nodes_by_depth)
+
+
+def symbolic_calls(layer: keras.layers.Layer, args: tuple, kwargs: dict) -> list[GraphCall]:
+    """The calls `layer.call` makes when run on symbolic tensors shaped like `args`/`kwargs`.
+
+    Every `keras.KerasTensor` among the arguments is replaced by a fresh `keras.Input` of its
+    shape (batch size unknown) and dtype; sublayers called on them, and `keras.ops` applied to
+    them, become graph calls. What `call` computes from anything else (constants,
+    `keras.ops.arange(n)`, a sublayer called on such a tensor) runs eagerly and leaves no
+    call. The sublayers' call history is restored afterwards, so the model's own graph is
+    unchanged.
+
+    Raises:
+        Exception: Whatever `call` raises on symbolic tensors (e.g. a raw TensorFlow op).
+    """
+    from keras.src.ops.function import map_graph
+
+    def fresh_input(value: Any) -> Any:
+        if isinstance(value, keras.KerasTensor):
+            return keras.Input(batch_shape=(None, *value.shape[1:]), dtype=value.dtype)
+        return value
+
+    symbolic_args = tf.nest.map_structure(fresh_input, args)
+    symbolic_kwargs = tf.nest.map_structure(fresh_input, kwargs)
+    inputs = [v for v in tf.nest.flatten((symbolic_args, symbolic_kwargs)) if is_symbolic(v)]
+    operations = [layer, *flatten_layers(layer)]
+    history = [(op, len(op._inbound_nodes), len(op._outbound_nodes)) for op in operations]
+    try:
+        outputs = layer.call(*symbolic_args, **symbolic_kwargs)
+        flat_outputs = [v for v in tf.nest.flatten(outputs) if is_symbolic(v)]
+        if not flat_outputs:
+            return []
+        _, nodes_by_depth, _, _ = map_graph(inputs, flat_outputs)
+        return _calls_in_order(nodes_by_depth)
+    finally:
+        for op, inbound, outbound in history:
+            del op._inbound_nodes[inbound:]
+            del op._outbound_nodes[outbound:]
+
+
+def is_symbolic(value: Any) -> bool:
+    """Whether `value` is a `keras.KerasTensor` (a tensor of a symbolic call graph)."""
+    return isinstance(value, keras.KerasTensor)
+
+
+def keras_operation_name(operation: Any) -> str | None:
+    """The class name of a `keras.ops` operation (`Add`, `Mean`, `Reshape`, ...), or None for
+    anything else (layers, a user's own `keras.Operation` subclass)."""
+    if isinstance(operation, keras.layers.Layer):
+        return None
+    if not type(operation).__module__.startswith("keras.src.ops."):
+        return None
+    return type(operation).__name__

@@ -49,6 +49,10 @@ _WHY_REFUSED = {
 _BATCHING = {"Batch", "PaddedBatch", "ParallelBatch"}
 
 
+class NonFiniteExamplesWarning(UserWarning):
+    """Warned after an epoch in which the DP step left out examples holding NaN or inf."""
+
+
 class ShuffledBatchesWarning(UserWarning):
     """Warned once per fit() that trains on batches that are not Poisson sampled."""
 
@@ -264,6 +268,7 @@ class LedgerRecorder(keras.callbacks.Callback):
             )
         self.optimizer.record_releases_outside_fit()
         self.optimizer.ledger_recorder = self
+        self._non_finite_at = self.optimizer.non_finite_examples
         self._mark_epoch_start()
 
     def _mark_epoch_start(self) -> None:
@@ -341,6 +346,17 @@ class LedgerRecorder(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self.close_epoch()
+        dropped = self.optimizer.non_finite_examples - self._non_finite_at
+        self._non_finite_at += dropped
+        if dropped:
+            if logs is not None:
+                logs["non_finite_examples"] = dropped
+            warnings.warn(
+                f"Epoch {epoch + 1}: {dropped} examples had NaN or inf features, targets or "
+                "sample weights and were left out of their steps (they contributed nothing).",
+                NonFiniteExamplesWarning,
+                stacklevel=2,
+            )
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         self.close_epoch()

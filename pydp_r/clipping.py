@@ -28,11 +28,13 @@ def clip_factors(squared_norms: tf.Tensor, l2_norm_clip: float) -> tf.Tensor:
         l2_norm_clip: Clipping bound C, > 0.
 
     Returns:
-        Factors in (0, 1], shape `(num_units,)`; a gradient of norm <= C is left unchanged.
+        Factors in [0, 1], shape `(num_units,)`; a gradient of norm <= C is left unchanged, and
+        a non-finite one (NaN or inf) gets 0: it contributes nothing, which keeps the bound.
     """
     norms = tf.sqrt(tf.maximum(squared_norms, 0.0))
     clip = tf.cast(l2_norm_clip, norms.dtype)
-    return tf.minimum(tf.ones_like(norms), clip / (norms + _NORM_EPSILON))
+    factors = tf.minimum(tf.ones_like(norms), clip / (norms + _NORM_EPSILON))
+    return tf.where(tf.math.is_finite(norms), factors, tf.zeros_like(factors))
 
 
 def split_into_microbatches(tensors: Any, num_microbatches: int | None) -> tuple[Any, tf.Tensor]:
@@ -131,5 +133,59 @@ def clipped_gradient_sum(
         ]
     )
     factors = clip_factors(squared_norms, l2_norm_clip)
-    gradient_sums = [tf.tensordot(tf.cast(factors, g.dtype), g, axes=1) for g in per_unit_gradients]
+    # A non-finite unit's factor is 0, and 0 * NaN is NaN: its gradient is zeroed as well.
+    finite = tf.math.is_finite(squared_norms)
+    gradient_sums = [
+        tf.tensordot(tf.cast(factors, g.dtype), _zeroed_where_not(finite, g), axes=1)
+        for g in per_unit_gradients
+    ]
     return gradient_sums, unit_losses, merge_microbatches(aux), num_units
+
+
+def _zeroed_where_not(keep: tf.Tensor, tensor: tf.Tensor) -> tf.Tensor:
+    """`tensor` with the leading-axis rows where `keep` is false set to zero."""
+    shape = tf.concat([tf.shape(keep), tf.ones([tf.rank(tensor) - 1], tf.int32)], 0)
+    return tf.where(tf.reshape(keep, shape), tensor, tf.zeros_like(tensor))
+
+
+def without_non_finite_examples(x: Any, y: Any, sample_weight: Any) -> tuple[Any, Any, Any, Any]:
+    """Take examples whose features or targets hold NaN or inf out of a batch.
+
+    Such an example's rows are set to zero and its sample weight to 0, so it adds nothing to
+    any loss or clipped gradient (as if its gradient were clipped to zero, within the bound) and
+    cannot turn every weight into NaN. Batches with no floating-point tensor pass unchanged.
+
+    Args:
+        x, y: Nested structures of tensors with a common leading batch dimension (y may be
+            None).
+        sample_weight: None or per-example weights, shape `(batch,)` or `(batch, 1)`.
+
+    Returns:
+        `(x, y, sample_weight, dropped)`: the cleaned batch, weights (created as ones when none
+        were given and a row may need dropping), and the number of examples dropped (int64).
+    """
+    floats = [
+        tensor
+        for tensor in tf.nest.flatten((x, y, sample_weight))
+        if tensor is not None and tf.as_dtype(tensor.dtype).is_floating
+    ]
+    if not floats:
+        return x, y, sample_weight, tf.constant(0, tf.int64)
+    batch_size = tf.shape(floats[0])[0]
+    finite = tf.ones([batch_size], tf.bool)
+    for tensor in floats:
+        flat = tf.reshape(tensor, [batch_size, -1])
+        finite = tf.logical_and(finite, tf.reduce_all(tf.math.is_finite(flat), axis=1))
+
+    def clean(tensor: Any) -> Any:
+        if tensor is None or not tf.as_dtype(tensor.dtype).is_floating:
+            return tensor
+        return _zeroed_where_not(finite, tensor)
+
+    x, y = tf.nest.map_structure(clean, (x, y))
+    if sample_weight is None:
+        sample_weight = tf.ones([batch_size], tf.float32)
+    sample_weight = tf.convert_to_tensor(sample_weight)
+    sample_weight = _zeroed_where_not(finite, clean(sample_weight))
+    dropped = tf.reduce_sum(tf.cast(tf.logical_not(finite), tf.int64))
+    return x, y, sample_weight, dropped

@@ -411,6 +411,10 @@ def check_ledger_path(path: Any) -> str:
     return path
 
 
+class HalfWrittenLineWarning(UserWarning):
+    """Warned when a ledger file ends in a half-written line (a crash during a write)."""
+
+
 def append_to_file(path: str | os.PathLike, ledger: PrivacyLedger, **fields: Any) -> None:
     """Append one JSON line with the whole ledger (and `fields`, e.g. the model's name) to
     `path`, creating it if needed. Earlier lines are never rewritten.
@@ -434,7 +438,17 @@ def append_to_file(path: str | os.PathLike, ledger: PrivacyLedger, **fields: Any
         _lock(descriptor, exclusive=True)
         size = os.fstat(descriptor).st_size
         if size and os.pread(descriptor, 1, size - 1) != b"\n":
-            line = b"\n" + line  # end a half-written line, so this record stands on its own
+            # A half-written last line (a crash during a write) cannot be read: cut it off so
+            # that this record and later ones stand on their own lines.
+            complete = os.pread(descriptor, size, 0).rfind(b"\n") + 1
+            os.ftruncate(descriptor, complete)
+            warnings.warn(
+                f"ledger_path {str(path)!r} ended in a half-written line (a crash during a "
+                f"write); its {size - complete} bytes were removed before appending.",
+                HalfWrittenLineWarning,
+                stacklevel=2,
+            )
+            size = complete
         try:
             written = 0
             while written < len(line):
@@ -459,10 +473,6 @@ def _lock(descriptor: int, exclusive: bool) -> None:
     except ImportError:  # Windows: appends of whole lines are still atomic enough there
         return
     fcntl.flock(descriptor, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
-
-
-class HalfWrittenLineWarning(UserWarning):
-    """Warned when a ledger file ends in a half-written line (a crash during a write)."""
 
 
 def read_file(path: str | os.PathLike) -> PrivacyLedger | None:

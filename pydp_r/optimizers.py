@@ -83,8 +83,8 @@ class NoPrivacyWarning(UserWarning):
 
 
 _AGGREGATED_GRADIENTS_MESSAGE = (
-    "{name} received gradients through apply_gradients()/apply() that are not the ones its "
-    "last compute_dp_gradients() returned (aggregated or changed gradients). A DP optimizer "
+    "{name} received aggregated gradients through apply_gradients()/apply(): not the ones its "
+    "last compute_dp_gradients() returned, unchanged. A DP optimizer "
     "needs per-example gradients to clip; applying batch gradients would train without privacy. "
     "Use model.fit() on a model that does not override train_step (pydp_r computes per-example "
     "gradients there), or in a custom training loop call "
@@ -183,6 +183,7 @@ class DPOptimizerMixin:
             ledger_id = check_count("ledger_id", ledger_id, minimum=1)
         self._ledger_id = ledger_id if ledger_id is not None else secrets.randbits(62) + 1
         self._releases_recorded = 0
+        self._unexplained_warned = 0
         # The callback recording the running fit() in the ledger, None outside fit().
         self.ledger_recorder: Any = None
         # Set by fit() for Poisson batches, whose zero-weight padding rows the step leaves out
@@ -247,6 +248,13 @@ class DPOptimizerMixin:
             aggregation="only_first_replica",
             name="largest_batch",
         )
+        self._non_finite_examples = self.add_variable(
+            (),
+            initializer="zeros",
+            dtype="int64",
+            aggregation="only_first_replica",
+            name="non_finite_examples",
+        )
         # The ledger's lineage, saved with the weights: an optimizer restored from weights
         # alone (BackupAndRestore, load_weights, tf.train.Checkpoint) knows whose steps its
         # `iterations` count, and a ledger file recording that lineage explains them.
@@ -266,6 +274,15 @@ class DPOptimizerMixin:
         )
         self._examples_seen.assign_add(global_rows)
         self._largest_batch.assign(tf.maximum(self._largest_batch, global_rows))
+
+    def count_non_finite_examples(self, count: tf.Tensor) -> None:
+        """Record `count` examples (per replica) left out of a batch for NaN or inf values."""
+        self._non_finite_examples.assign_add(tf.cast(count, tf.int64))
+
+    @property
+    def non_finite_examples(self) -> int:
+        """Examples the DP step left out for NaN or inf features, targets or weights."""
+        return int(self._non_finite_examples.numpy()) if self.built else 0
 
     @property
     def examples_seen(self) -> int:
@@ -305,17 +322,21 @@ class DPOptimizerMixin:
             return snapshot
         unexplained = self.unexplained_steps(snapshot)
         if unexplained:
-            warnings.warn(
-                f"{type(self).__name__}'s privacy ledger records "
-                f"{snapshot.steps_of(self.lineage)} noisy steps, but its restored state has "
-                f"taken {self.noisy_steps}: the {unexplained} steps nothing records are counted "
-                "as unattributed steps (a Gaussian mechanism each). Restore from a .keras file "
-                "or keep a ledger file (PrivacyBudget(ledger_path=...)) to keep the exact record.",
-                LedgerMismatchWarning,
-                stacklevel=2,
-            )
-            self.record_segment(self.unattributed_segment(unexplained))
-            snapshot = self._ledger.copy()
+            # Counted in every copy handed out (and so saved with the config), but not committed:
+            # a ledger file merged at the next fit() may still explain them.
+            snapshot.record(self.unattributed_segment(unexplained))
+            if unexplained != self._unexplained_warned:
+                self._unexplained_warned = unexplained
+                warnings.warn(
+                    f"{type(self).__name__}'s privacy ledger records "
+                    f"{self.noisy_steps - unexplained} noisy steps of its lineage, but its "
+                    f"restored state has taken {self.noisy_steps}: the {unexplained} steps "
+                    "nothing records are counted as unattributed steps (a Gaussian mechanism "
+                    "each). Restore from a .keras file or keep a ledger file "
+                    "(PrivacyBudget(ledger_path=...)) to keep the exact record.",
+                    LedgerMismatchWarning,
+                    stacklevel=2,
+                )
         return snapshot
 
     def unexplained_steps(self, recorded: ledger.PrivacyLedger | None = None) -> int:

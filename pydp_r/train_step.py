@@ -106,6 +106,7 @@ def dp_train_step(model: keras.Model, data: Any) -> dict[str, Any]:
     optimizer = _dp_optimizer(model)
     check_no_batch_norm(model)
     x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+    x, y, sample_weight, non_finite = clipping.without_non_finite_examples(x, y, sample_weight)
     batch_size = tf.shape(tf.nest.flatten(x)[0])[0]
     loss_scale = float(optimizer.loss_scale_factor or 1.0)
     targets = {}
@@ -148,7 +149,7 @@ def dp_train_step(model: keras.Model, data: Any) -> dict[str, Any]:
     rows = tf.shape(tf.nest.flatten(x_units)[0])[0]
     with _per_output_loss_metrics_paused(model):
         result = None
-        if targets and fast_clipping.unsupported_reason(model) is None:
+        if fast_clipping.takes_fast_path(model, x_units, has_targets=bool(targets)):
             try:
                 result = fast_clipping.clipped_gradient_sum(
                     model,
@@ -158,8 +159,8 @@ def dp_train_step(model: keras.Model, data: Any) -> dict[str, Any]:
                     scaled_clip,
                     num_microbatches,
                 )
-            except fast_clipping.NotSupported:
-                result = None
+            except fast_clipping.NotSupported as declined:
+                fast_clipping.note_general_path(model, declined)
         if result is None:
 
             def unit_loss(unit: dict[str, Any]) -> tuple[tf.Tensor, Any]:
@@ -183,6 +184,7 @@ def dp_train_step(model: keras.Model, data: Any) -> dict[str, Any]:
     gradients = optimizer.private_gradients(gradient_sums, filled_units, loss_scale)
     optimizer.apply_gradients(zip(gradients, trainable_weights, strict=True))
     optimizer._count_examples(batch_size)
+    optimizer.count_non_finite_examples(non_finite)
 
     # Zero-weight padding dilutes the mean loss: report the mean over the real rows.
     mean_loss = tf.reduce_mean(unit_losses) / loss_scale

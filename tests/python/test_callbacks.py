@@ -283,3 +283,249 @@ def test_model_without_dp_optimizer_is_refused():
 def test_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         PrivacyBudget(**kwargs)
+
+
+# --- Workflows that used to take privacy off the books (issue #26) ---
+
+
+def test_a_ledger_file_from_another_run_adds_to_the_model_ledger_never_replaces_it(tmp_path):
+    x, y = data(200)
+    model = model_with(dp_sgd(noise_multiplier=1.1))
+    model.fit(x, y, batch_size=20, epochs=3, verbose=0)
+    own = model.optimizer.privacy_ledger.epsilon(1e-5)
+    other = model_with(dp_sgd(noise_multiplier=1.1))
+    path = tmp_path / "ledger.jsonl"
+    budget = PrivacyBudget(delta=1e-5, ledger_path=path)
+    other.fit(poisson_batches((x, y), 0.1, seed=0), epochs=2, callbacks=[budget], verbose=0)
+    assert other.optimizer.privacy_ledger.steps == 20
+    budget = PrivacyBudget(delta=1e-5, ledger_path=path)
+    model.fit(poisson_batches((x, y), 0.1, seed=1), epochs=1, callbacks=[budget], verbose=0)
+    # The model's own 3 passes, the other run's 20 steps and this fit's 10 steps, composed.
+    assert model.optimizer.privacy_ledger.steps == 30 + 20 + 10
+    assert budget.epsilon > own
+
+
+@pytest.mark.parametrize(
+    "transform",
+    [
+        lambda d: d.prefetch(2),
+        lambda d: d.map(lambda x, y, w: (x, y, w)),
+        lambda d: d.with_options(__import__("tensorflow").data.Options()),
+        lambda d: d.repeat(2),
+    ],
+)
+def test_operations_that_keep_poisson_batches_are_accepted(transform):
+    x, y = data(200)
+    model = model_with(dp_sgd())
+    dataset = transform(poisson_batches((x, y), 0.1, seed=0))
+    budget = PrivacyBudget(delta=1e-5)
+    model.fit(dataset, epochs=1, callbacks=[budget], verbose=0)
+    segment = model.optimizer.privacy_ledger.segments[-1]
+    assert segment.sampling == "poisson"
+    assert segment.steps == int(model.optimizer.iterations) > 0
+
+
+@pytest.mark.parametrize(
+    "transform, name",
+    [
+        (lambda d: d.cache(), "Cache: cache replays"),
+        (lambda d: d.shuffle(4), "Shuffle"),
+        (lambda d: d.unbatch().batch(10), "Batch, Unbatch"),
+        (lambda d: d.rebatch(5), "Rebatch"),
+        (lambda d: d.filter(lambda x, y, w: True), "Filter"),
+    ],
+)
+def test_operations_that_change_poisson_batches_are_refused_before_any_step(transform, name):
+    x, y = data(200)
+    model = model_with(dp_sgd())
+    with pytest.raises(ValueError, match=name):
+        model.fit(transform(poisson_batches((x, y), 0.1, seed=0)), epochs=2, verbose=0)
+    assert int(model.optimizer.iterations) == 0
+
+
+def test_a_repeated_dataset_counts_every_pass_it_makes():
+    import tensorflow as tf
+
+    x, y = data(200)
+    model = model_with(dp_sgd(noise_multiplier=1.1))
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(20).repeat(3)
+    budget = PrivacyBudget(delta=1e-5)
+    model.fit(dataset, epochs=1, callbacks=[budget], verbose=0)
+    assert model.optimizer.privacy_ledger.passes == 3
+    assert budget.epsilon == pytest.approx(gaussian_epsilon(1.1, 3, 1e-5), rel=1e-9)
+    # Repeated below the batching too, or shuffled in between: the same count.
+    model = model_with(dp_sgd(noise_multiplier=1.1))
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).repeat(2).shuffle(50).batch(20)
+    model.fit(dataset, epochs=1, verbose=0)
+    assert model.optimizer.privacy_ledger.passes == 2
+
+
+def test_a_checkpoint_saved_mid_epoch_carries_every_step_it_took(tmp_path):
+    x, y = data(200)
+    path = str(tmp_path / "mid.keras")
+    model = model_with(dp_sgd())
+    checkpoint = keras.callbacks.ModelCheckpoint(path, save_freq=25)
+    model.fit(x, y, batch_size=8, epochs=1, callbacks=[checkpoint], verbose=0)
+    reloaded = keras.models.load_model(path)
+    assert int(reloaded.optimizer.iterations) == 25
+    assert reloaded.optimizer.privacy_ledger.steps == 25
+
+
+def test_steps_per_execution_cannot_run_past_the_budget():
+    x, y = data(640)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    model.compile(optimizer=dp_sgd(noise_multiplier=1.0), loss="mse", steps_per_execution=10)
+    dataset = poisson_batches((x, y), 50 / 640, max_batch_size=640, seed=3)
+    model.fit(dataset, epochs=1, verbose=0)  # 12 steps
+    two_more = model.optimizer.privacy_ledger.epsilon(
+        1e-5,
+        extra=model.optimizer.privacy_ledger.segments[-1].__class__(
+            **{**model.optimizer.privacy_ledger.segments[-1].__dict__, "steps": 2}
+        ),
+    )
+    budget = PrivacyBudget(delta=1e-5, target_epsilon=two_more * 1.0001)
+    with pytest.raises(ValueError, match="steps_per_execution=10"):
+        model.fit(dataset, epochs=1, callbacks=[budget], verbose=0)
+    assert int(model.optimizer.iterations) == 12
+
+
+def test_an_edited_ledger_in_a_keras_file_is_caught_by_its_iterations(tmp_path):
+    import zipfile
+
+    x, y = data()
+    model = model_with(dp_sgd())
+    model.fit(x, y, batch_size=BATCH, epochs=5, verbose=0)  # 20 steps
+    path = tmp_path / "model.keras"
+    model.save(path)
+    tampered = tmp_path / "tampered.keras"
+    with zipfile.ZipFile(path) as source, zipfile.ZipFile(tampered, "w") as target:
+        for item in source.infolist():
+            content = source.read(item.filename)
+            if item.filename == "config.json":
+                config = json.loads(content)
+                config["compile_config"]["optimizer"]["config"]["privacy_ledger"][0]["steps"] = 1
+                content = json.dumps(config).encode()
+            target.writestr(item, content)
+    with pytest.warns(pydp_r.optimizers.LedgerMismatchWarning, match="taken 20"):
+        reloaded = keras.models.load_model(tampered)
+        assert reloaded.optimizer.privacy_ledger.steps >= 20
+
+
+def test_backup_and_restore_in_a_new_optimizer_counts_each_restored_step_once(tmp_path):
+    x, y = data()
+
+    class Interrupt(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                raise RuntimeError("interrupted")
+
+    backup = keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))
+    model = model_with(dp_sgd(noise_multiplier=1.0))
+    with pytest.raises(RuntimeError, match="interrupted"):
+        model.fit(x, y, batch_size=BATCH, epochs=4, callbacks=[backup, Interrupt()], verbose=0)
+    fresh = model_with(dp_sgd(noise_multiplier=1.0))
+    with pytest.warns(UserWarning, match="missing epochs"):
+        fresh.fit(x, y, batch_size=BATCH, epochs=4, callbacks=[backup], verbose=0)
+    ledger = fresh.optimizer.privacy_ledger
+    assert ledger.steps == int(fresh.optimizer.iterations) == 4 * N // BATCH
+    assert ledger.passes == 4
+
+
+def test_a_resumed_run_finds_its_own_steps_in_the_ledger_file_and_counts_them_once(tmp_path):
+    x, y = data()
+    ledger_path = tmp_path / "ledger.jsonl"
+    weights = str(tmp_path / "model.weights.h5")
+    model = model_with(dp_sgd(noise_multiplier=1.0))
+    model.fit(
+        x,
+        y,
+        batch_size=BATCH,
+        epochs=2,
+        callbacks=[PrivacyBudget(delta=DELTA, ledger_path=ledger_path)],
+        verbose=0,
+    )
+    model.save_weights(weights)
+    fresh = model_with(dp_sgd(noise_multiplier=1.0))
+    fresh.optimizer.build(fresh.trainable_variables)
+    fresh.load_weights(weights)  # iterations 8, lineage of the first run
+    budget = PrivacyBudget(delta=DELTA, ledger_path=ledger_path)
+    fresh.fit(x, y, batch_size=BATCH, epochs=1, callbacks=[budget], verbose=0)
+    assert fresh.optimizer.privacy_ledger.passes == 3
+    assert budget.epsilon == pytest.approx(gaussian_epsilon(1.0, 3), rel=1e-9)
+
+
+def test_a_bad_ledger_path_is_refused_before_any_step(tmp_path):
+    with pytest.raises(ValueError, match="does not exist"):
+        PrivacyBudget(ledger_path=tmp_path / "missing" / "ledger.jsonl")
+    with pytest.raises(ValueError, match="non-empty"):
+        PrivacyBudget(ledger_path="")
+
+
+def test_non_finite_examples_are_counted_in_the_logs():
+    x, y = data()
+    x[3, 1] = np.nan
+    model = model_with(dp_sgd())
+    with pytest.warns(pydp_r.callbacks.NonFiniteExamplesWarning, match="1 examples"):
+        history = model.fit(x, y, batch_size=BATCH, epochs=2, verbose=0)
+    assert history.history["non_finite_examples"] == [1, 1]  # the same example, each epoch
+    assert all(np.isfinite(w).all() for w in model.get_weights())
+
+
+_KILLED_RUN = """
+import os, signal, sys
+import numpy as np, keras, pydp_r
+from pydp_r.callbacks import PrivacyBudget
+
+class KillAt(keras.callbacks.Callback):
+    def on_train_batch_end(self, batch, logs=None):
+        if int(self.model.optimizer.iterations) == 45:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+folder = sys.argv[1]
+rng = np.random.default_rng(0)
+x = rng.normal(size=(200, 3)).astype("float32")
+model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+model.compile(optimizer=pydp_r.DPSGD(1.0, 1.0, learning_rate=0.05), loss="mse")
+model.fit(x, x.sum(axis=1), batch_size=8, epochs=3, verbose=0, callbacks=[
+    keras.callbacks.ModelCheckpoint(folder + "/mid.keras", save_freq=10),
+    PrivacyBudget(delta=1e-5, ledger_path=folder + "/ledger.jsonl"), KillAt()])
+"""
+
+
+@pytest.mark.slow
+def test_a_run_killed_mid_epoch_and_resumed_from_its_checkpoint_counts_every_step(tmp_path):
+    import subprocess
+    import sys
+
+    child = subprocess.run(
+        [sys.executable, "-c", _KILLED_RUN, str(tmp_path)], capture_output=True, timeout=300
+    )
+    assert child.returncode == -9, child.stderr.decode()[-2000:]
+    resumed = keras.models.load_model(tmp_path / "mid.keras")
+    assert int(resumed.optimizer.iterations) == 40
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 3)).astype("float32")
+    budget = PrivacyBudget(delta=1e-5, ledger_path=tmp_path / "ledger.jsonl")
+    resumed.fit(x, x.sum(axis=1), batch_size=8, epochs=1, callbacks=[budget], verbose=0)
+    assert resumed.optimizer.privacy_ledger.steps == int(resumed.optimizer.iterations) == 65
+
+
+@pytest.mark.slow
+def test_load_model_finds_the_dp_optimizer_after_only_import_pydp_r(tmp_path):
+    import subprocess
+    import sys
+
+    model = model_with(dp_sgd())
+    model.save(tmp_path / "model.keras")
+    script = (
+        "import pydp_r, keras, sys\n"
+        "model = keras.models.load_model(sys.argv[1])\n"
+        "print(type(model.optimizer).__name__)\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "model.keras")],
+        capture_output=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr.decode()[-2000:]
+    assert run.stdout.decode().strip() == "DPSGD"

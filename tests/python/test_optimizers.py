@@ -442,3 +442,135 @@ def test_repeated_draws_at_one_step_get_fresh_noise():
     first = optimizer.compute_dp_gradients(loss_fn, (x, y), model.trainable_variables)
     second = optimizer.compute_dp_gradients(loss_fn, (x, y), model.trainable_variables)
     assert not np.allclose(first[0].numpy(), second[0].numpy())
+
+
+def trained_dense_model():
+    x, y = regression_data(16)
+    model = keras.Sequential([keras.Input((10, 3)), keras.layers.Flatten(), keras.layers.Dense(1)])
+    model.compile(optimizer=pydp_r.DPAdam(1.0, 1.1), loss="mse")
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    return model, x
+
+
+def saved_int64_values(reader_path):
+    """Every int64 tensor stored in a TF checkpoint (what could hold a Philox key)."""
+    reader = tf.train.load_checkpoint(reader_path)
+    types = reader.get_variable_to_dtype_map()
+    return {name: reader.get_tensor(name) for name, dtype in types.items() if dtype == tf.int64}
+
+
+def test_no_tensorflow_or_keras_save_format_stores_the_noise_key(tmp_path):
+    model, x = trained_dense_model()
+    state = model.optimizer._local.noise_generator.state.numpy()
+    key = state[-1]  # Philox: [counter, counter, key]
+    checkpoint = tf.train.Checkpoint(model=model).save(str(tmp_path / "ckpt" / "c"))
+    tf.saved_model.save(model, str(tmp_path / "saved"))
+    model.export(str(tmp_path / "exported"))
+    stored = {
+        "tf.train.Checkpoint": saved_int64_values(checkpoint),
+        "tf.saved_model.save": saved_int64_values(str(tmp_path / "saved/variables/variables")),
+        "model.export": saved_int64_values(str(tmp_path / "exported/variables/variables")),
+    }
+    for where, values in stored.items():
+        assert not any("noise" in name for name in values), where
+        assert not any(np.isin(key, np.ravel(value)).any() for value in values.values()), where
+    model.save(tmp_path / "model.keras")
+    model.save_weights(tmp_path / "model.weights.h5")
+    import zipfile
+
+    import h5py
+
+    with zipfile.ZipFile(tmp_path / "model.keras") as archive:
+        config = archive.read("config.json").decode()
+        assert "noise_generator" not in config and "noise_seed" not in config
+        archive.extract("model.weights.h5", tmp_path / "unzipped")
+    for path in (tmp_path / "unzipped/model.weights.h5", tmp_path / "model.weights.h5"):
+        with h5py.File(path) as weights:
+            arrays = []
+            weights.visititems(
+                lambda name, item, found=arrays: (
+                    found.append(item[()]) if hasattr(item, "dtype") else None
+                )
+            )
+        assert not any(np.isin(key, np.ravel(a)).any() for a in arrays if a.dtype.kind in "iu")
+
+
+def test_steps_outside_fit_are_in_the_ledger():
+    x, y = regression_data(16)
+    model = conv_model()
+    model.compile(optimizer=pydp_r.DPSGD(1.0, 1.1), loss="mse")
+    for _ in range(10):
+        model.train_on_batch(x[:8], y[:8])
+    ledger = model.optimizer.privacy_ledger
+    assert ledger.steps == 10 and ledger.segments[0].sampling == "unattributed"
+
+    def loss_fn(batch):
+        return keras.losses.mean_squared_error(batch[1], model(batch[0]))
+
+    optimizer = model.optimizer
+    for _ in range(3):  # a custom loop
+        gradients = optimizer.compute_dp_gradients(loss_fn, (x, y), model.trainable_variables)
+        optimizer.apply_gradients(zip(gradients, model.trainable_variables, strict=True))
+    optimizer.compute_dp_gradients(loss_fn, (x, y), model.trainable_variables)  # never applied
+    assert optimizer.privacy_ledger.steps == 14  # a release counts whether applied or not
+    assert optimizer.privacy_ledger.epsilon(1e-5) > 0
+
+
+def test_apply_takes_only_the_gradients_compute_dp_gradients_returned():
+    x, y = regression_data()
+    model = conv_model()
+    optimizer = pydp_r.DPSGD(1.0, 1.0)
+    model.compile(optimizer=optimizer, loss="mse")
+
+    def loss_fn(batch):
+        return keras.losses.mean_squared_error(batch[1], model(batch[0]))
+
+    variables = model.trainable_variables
+    private = optimizer.compute_dp_gradients(loss_fn, (x, y), variables)
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(loss_fn((x, y)))
+    raw = tape.gradient(loss, variables)
+    with pytest.raises(RuntimeError, match="not the ones its last compute_dp_gradients"):
+        optimizer.apply_gradients(zip(raw, variables, strict=True))
+    # Refused once, the private ones are gone too: compute again to apply.
+    with pytest.raises(RuntimeError):
+        optimizer.apply_gradients(zip(private, variables, strict=True))
+
+
+def test_noise_seeds_are_used_exactly():
+    first = pydp_r.DPSGD(1.0, 1.0, noise_seed=2**60)
+    second = pydp_r.DPSGD(1.0, 1.0, noise_seed=2**60 + 1)
+    assert first.noise_seed != second.noise_seed
+    assert not np.allclose(
+        first._local.noise_generator.normal([4]).numpy(),
+        second._local.noise_generator.normal([4]).numpy(),
+    )
+
+
+def test_a_noise_multiplier_beyond_the_accounted_range_is_refused():
+    with pytest.raises(ValueError, match=r"noise_multiplier must be a number in \[0, 10000\]"):
+        pydp_r.DPAdam(1.0, 1e5)
+    assert pydp_r.DPAdam(1.0, 1e4).noise_multiplier == 1e4
+
+
+def test_an_example_with_nan_or_inf_contributes_nothing():
+    x, y = regression_data(8)
+    x[2, 0, 0] = np.nan
+    y[5, 0] = np.inf
+    model = conv_model()
+    clean = conv_model()
+    clean.set_weights(model.get_weights())
+    keep = np.array([i not in (2, 5) for i in range(8)])
+    update = one_step_update(model, pydp_r.DPSGD(1.0, 0.0, learning_rate=1.0), x, y)
+    assert all(np.isfinite(u).all() for u in update)
+    # The same as the six clean examples with the other two's weight 0 (mean over 8 rows).
+    weights = keep.astype("float32")
+    reference = clipped_mean(
+        per_example_gradients(
+            clean, np.where(keep[:, None, None], x, 0), np.where(keep[:, None], y, 0), weights
+        ),
+        1.0,
+    )
+    for got, want in zip(update, reference, strict=True):
+        np.testing.assert_allclose(got, -want, rtol=1e-4, atol=1e-6)
+    assert model.optimizer.non_finite_examples == 2
