@@ -1,12 +1,16 @@
 """The demo runs end to end over seeds and reports numbers consistent with the library."""
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 import pydp_r
 from pydp_r import demo
+from pydp_r.demo import runs as demo_runs
+from pydp_r.demo import tuning as demo_tuning
 from pydp_r.planner import plan_dp_training
 
 N_FIT = 3989 - 600 - 11  # training sequences minus validation minus the overlap gap
@@ -106,7 +110,7 @@ def test_tune_picks_the_lowest_validation_mae_and_never_the_test_part(monkeypatc
         test = 10.0 - validation
         return demo.RunResult(recipe.name, seed, test, validation + seed, None, None, 32, 1, 0.0)
 
-    monkeypatch.setattr(demo, "train", fake_train)
+    monkeypatch.setattr(demo_tuning, "train", fake_train)
     base = demo.Recipe("m", batch_size=32, learning_rate=0.5, epochs=1, normalization="batch")
     grid = {"normalization": ("batch", "none"), "learning_rate": (0.001, 0.01)}
     chosen, scores = demo.tune(base, grid, {0: (), 1: ()})
@@ -123,3 +127,85 @@ def test_both_grids_give_each_model_the_same_number_of_candidates():
     ]
     assert sizes[0] == sizes[1]
     assert "batch" not in demo.PRIVATE_GRID["normalization"]  # it mixes examples
+
+
+def test_progress_is_one_line_per_group_of_epochs_and_the_last():
+    lines = []
+    progress = demo.EpochGroupProgress("DP, seed 3", epochs=10, every=4, write=lines.append)
+    for epoch in range(10):
+        progress.on_epoch_end(epoch, {"val_mae": 5.0 + epoch, "epsilon": 0.1 * (epoch + 1)})
+    assert len(lines) == 3
+    assert [line.split("  ")[1] for line in lines] == [
+        "[DP, seed 3] epoch 1-4/10",
+        "[DP, seed 3] epoch 5-8/10",
+        "[DP, seed 3] epoch 9-10/10",
+    ]
+    assert "val MAE   8.00 bpm" in lines[0] and "epsilon  0.40" in lines[0]
+    assert "val MAE  14.00 bpm" in lines[2] and "epsilon  1.00" in lines[2]
+    single = []
+    progress = demo.EpochGroupProgress("Adam, seed 0", epochs=1, every=1, write=single.append)
+    progress.on_epoch_end(0, {"val_mae": 7.0})
+    assert "epoch 1/1" in single[0] and "epsilon" not in single[0]
+
+
+@pytest.mark.parametrize(
+    "epochs, verbose, expected", [(20, False, 5), (2, False, 1), (7, False, 2), (20, True, 1)]
+)
+def test_progress_groups_are_a_quarter_of_a_run(epochs, verbose, expected):
+    assert demo_runs.progress_every(epochs, verbose) == expected
+
+
+def test_run_seeds_announces_each_run_and_its_result(monkeypatch):
+    def fake_train(recipe, arrays, seed, verbose=False, attack=True):
+        return demo.RunResult(recipe.name, seed, 4.25, 5.0, 1.5, 2.0, 64, 1, 3.0, [], [], 0.51)
+
+    monkeypatch.setattr(demo_runs, "train", fake_train)
+    lines = []
+    recipe = demo.Recipe("DP-Adam eps=2", batch_size=64, learning_rate=0.1, epochs=1,
+                         normalization="none", noise_multiplier=2.0)  # fmt: skip
+    results = demo.run_seeds(recipe, {0: (), 7: ()}, write=lines.append)
+    assert [result.seed for result in results] == [0, 7]
+    assert lines == [
+        "DP-Adam eps=2, seed 0: training 1 epochs ...",
+        "DP-Adam eps=2, seed 0: test MAE 4.25 bpm, epsilon 1.50, MIA AUC 0.510 (3 s)",
+        "DP-Adam eps=2, seed 7: training 1 epochs ...",
+        "DP-Adam eps=2, seed 7: test MAE 4.25 bpm, epsilon 1.50, MIA AUC 0.510 (3 s)",
+    ]
+
+
+def test_command_line_defaults_are_make_demos():
+    options = demo.parse_args([])
+    assert options == demo.DemoOptions()
+    assert (options.seeds, options.epochs, options.target_epsilon) == ([0, 1, 2, 3, 4], 20, 2.0)
+    assert (options.learning_rate, options.averaging_decay, options.dp_normalization) == (
+        3e-3, 0.99, "none",
+    )  # fmt: skip
+    assert options.output == "demo-output" and not (options.tune or options.sweep)
+    given = demo.parse_args(["--seeds", "3", "4", "--epochs", "2", "--sweep", "--no-attack"])
+    assert (given.seeds, given.epochs, given.sweep, given.no_attack) == ([3, 4], 2, True, True)
+
+
+def test_sweep_recipes_recalibrate_the_private_recipe_per_epsilon():
+    recipes = demo.choose_recipes(
+        N_FIT, epochs=2, target_epsilon=2.0, batch_size=64, learning_rate=0.01,
+        l2_norm_clip=1.0, averaging_decay=None, dp_normalization="none",
+        sweep_epsilons=[1.0, 4.0],
+    )  # fmt: skip
+    assert recipes.tuning == {} and recipes.non_private == demo.non_private_recipe(2)
+    assert [r.name for r in recipes.sweep.values()] == [
+        "sweep DP-Adam eps=1",
+        "sweep DP-Adam eps=4",
+    ]
+    noise = [recipes.sweep[1.0].noise_multiplier, recipes.private.noise_multiplier]
+    assert noise[0] > noise[1] > recipes.sweep[4.0].noise_multiplier
+    assert all(r.learning_rate == 0.01 and r.batch_size == 64 for r in recipes.sweep.values())
+
+
+def test_python_m_pydp_r_demo_is_the_command_line():
+    completed = subprocess.run(
+        [sys.executable, "-m", "pydp_r.demo", "--help"],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr
+    assert "usage: python -m pydp_r.demo" in completed.stdout
+    assert "--sweep-epsilon" in completed.stdout
