@@ -11,18 +11,21 @@
 #' @param batch_size Expected examples per step, a whole number in \[1, `n`\]
 #'   (no default). With gradient accumulation pass the logical batch size.
 #' @param noise_multiplier Noise standard deviation over the clipping bound, a
-#'   number >= 0 (no default). 0 means no noise and gives `Inf`.
+#'   number in \[0, 1e4\] (no default). 0 means no noise and gives `Inf`.
 #' @param epochs Passes over the data, a number > 0, may be fractional (no
 #'   default).
 #' @param delta Target delta, a number in (0, 1) (no default); usually below
 #'   `1 / n`.
 #' @param accountant `"rdp"` (default; Renyi DP accountant of dp-accounting) or
-#'   `"pld"` (privacy loss distributions: tighter, slower).
+#'   `"pld"` (privacy loss distributions: tighter, slower), in any case.
 #' @param used_microbatching Whether gradients were clipped per microbatch of
 #'   more than one example (`num_microbatches` smaller than the batch size),
 #'   which doubles the sensitivity. Defaults to `FALSE`.
 #'
-#' @return Epsilon, a number >= 0 (`Inf` when `noise_multiplier` is 0).
+#' @return Epsilon, a number >= 0 (`Inf` when `noise_multiplier` is 0; 0 where
+#'   the accountant proves (0, `delta`)-DP, as for very noisy or very short
+#'   runs). An error when the run takes more than 1e7 steps
+#'   (`epochs * n / batch_size`), which names the batch size that fits.
 #' @seealso [compute_noise_multiplier()] for the inverse question,
 #'   [callback_privacy_budget()] to log epsilon during training.
 #' @export
@@ -35,7 +38,7 @@ compute_epsilon <- function(n, batch_size, noise_multiplier, epochs, delta,
   check_n_and_batch_size(n, batch_size)
   check_noise_multiplier(noise_multiplier)
   check_epochs_and_delta(epochs, delta)
-  check_choice(accountant, "accountant", c("rdp", "pld"))
+  check_accountant(accountant)
   check_flag(used_microbatching, "used_microbatching")
   args <- supplied_args(match.call(expand.dots = FALSE), environment(),
                         integers = accounting_integer_args)
@@ -54,8 +57,10 @@ compute_epsilon <- function(n, batch_size, noise_multiplier, epochs, delta,
 #'   more than one example; the returned multiplier then accounts for the
 #'   doubled sensitivity. Defaults to `FALSE`.
 #'
-#' @return The noise multiplier, a number > 0. An error (from Python) when even
-#'   a multiplier of 1e5 cannot reach `target_epsilon`.
+#' @return The noise multiplier, a number in (0, 1e4]. An error (from Python)
+#'   when `target_epsilon` is below the epsilon of a multiplier of 1e4 (the
+#'   largest accounted), naming that floor and what to change (more examples,
+#'   fewer epochs, a smaller batch size or a larger delta).
 #' @export
 #' @examplesIf pydp_r_available()
 #' compute_noise_multiplier(n = 3989, batch_size = 32, target_epsilon = 3,
@@ -64,10 +69,9 @@ compute_noise_multiplier <- function(n, batch_size, target_epsilon, epochs,
                                      delta, accountant = "rdp",
                                      used_microbatching = FALSE) {
   check_n_and_batch_size(n, batch_size)
-  check_number(target_epsilon, "target_epsilon", min = 0, max = Inf,
-               min_open = TRUE, max_open = TRUE)
+  check_accounting_number(target_epsilon, "target_epsilon")
   check_epochs_and_delta(epochs, delta)
-  check_choice(accountant, "accountant", c("rdp", "pld"))
+  check_accountant(accountant)
   check_flag(used_microbatching, "used_microbatching")
   args <- supplied_args(match.call(expand.dots = FALSE), environment(),
                         integers = accounting_integer_args)
@@ -86,7 +90,7 @@ compute_noise_multiplier <- function(n, batch_size, target_epsilon, epochs,
 #'
 #' @inheritParams compute_epsilon
 #' @param noise_multiplier Noise standard deviation over the clipping bound, a
-#'   number >= 0 (no default); 0 gives `Inf` and an order of `NaN`.
+#'   number in \[0, 1e4\] (no default); 0 gives `Inf` and an order of `NaN`.
 #'
 #' @return A named numeric vector `c(epsilon = , optimal_order = )`.
 #' @export
@@ -136,7 +140,8 @@ privacy_statement <- function(n, batch_size, noise_multiplier, epochs, delta,
   check_noise_multiplier(noise_multiplier)
   check_epochs_and_delta(epochs, delta)
   check_flag(used_microbatching, "used_microbatching")
-  check_count(max_examples_per_user, "max_examples_per_user", null_ok = TRUE)
+  check_accounting_number(max_examples_per_user, "max_examples_per_user",
+                          null_ok = TRUE)
   args <- supplied_args(
     match.call(expand.dots = FALSE), environment(),
     integers = c(accounting_integer_args, "max_examples_per_user")
@@ -156,24 +161,22 @@ accounting_integer_args <- c("n", "batch_size")
 
 check_n_and_batch_size <- function(n, batch_size,
                                    call = frame_call(parent.frame())) {
-  check_count(n, "n", call = call)
-  check_count(batch_size, "batch_size", call = call)
+  check_accounting_number(n, "n", call = call)
+  check_accounting_number(batch_size, "batch_size", call = call)
   if (batch_size > n) {
     argument_error("batch_size", sprintf("a whole number in [1, n] = [1, %s]",
-                                         format(n)), batch_size, call)
+                                         format(n, scientific = FALSE)),
+                   batch_size, call)
   }
 }
 
 check_noise_multiplier <- function(noise_multiplier,
                                    call = frame_call(parent.frame())) {
-  check_number(noise_multiplier, "noise_multiplier", min = 0, max = Inf,
-               max_open = TRUE, call = call)
+  check_accounting_number(noise_multiplier, "noise_multiplier", call = call)
 }
 
 check_epochs_and_delta <- function(epochs, delta,
                                    call = frame_call(parent.frame())) {
-  check_number(epochs, "epochs", min = 0, max = Inf, min_open = TRUE,
-               max_open = TRUE, call = call)
-  check_number(delta, "delta", min = 0, max = 1, min_open = TRUE,
-               max_open = TRUE, call = call)
+  check_accounting_number(epochs, "epochs", call = call)
+  check_accounting_number(delta, "delta", call = call)
 }

@@ -81,6 +81,9 @@ describe_range <- function(min, max, min_open, max_open) {
   if (is.infinite(min)) {
     return(paste(if (max_open) "<" else "<=", format(max)))
   }
+  if (min_open && max_open) {
+    return(paste0("in the open interval (", format(min), ", ", format(max), ")"))
+  }
   paste0(
     "in ", if (min_open) "(" else "[", format(min), ", ", format(max),
     if (max_open) ")" else "]"
@@ -148,4 +151,50 @@ as_python_integer <- function(x) {
     return(as.integer(x))
   }
   x
+}
+
+# The ranges of the accounting arguments: a copy of the Python core's table
+# `pydp_r._checks.ACCOUNTING_RANGES` (and of its `ACCOUNTANTS`), so that R checks
+# them without starting Python. tests/testthat/test-checks.R fails when the two
+# tables differ, or when R and Python word an error over one range differently.
+# `batch_size` is also at most `n`.
+accounting_range <- function(minimum, maximum = Inf, minimum_open = FALSE,
+                             maximum_open = FALSE, whole = FALSE) {
+  list(minimum = minimum, maximum = maximum, minimum_open = minimum_open,
+       maximum_open = maximum_open, whole = whole)
+}
+
+max_noise_multiplier <- 1e4
+
+accounting_ranges <- list(
+  n = accounting_range(1, whole = TRUE),
+  batch_size = accounting_range(1, whole = TRUE),
+  noise_multiplier = accounting_range(0, max_noise_multiplier),
+  epochs = accounting_range(0, minimum_open = TRUE, maximum_open = TRUE),
+  delta = accounting_range(0, 1, minimum_open = TRUE, maximum_open = TRUE),
+  target_epsilon = accounting_range(0, minimum_open = TRUE, maximum_open = TRUE),
+  max_examples_per_user = accounting_range(1, whole = TRUE),
+  min_steps = accounting_range(1, whole = TRUE)
+)
+
+accountants <- c("rdp", "pld")
+
+# Checks accounting argument `arg` against its row of `accounting_ranges`.
+check_accounting_number <- function(x, arg, null_ok = FALSE,
+                                    call = frame_call(parent.frame())) {
+  range <- accounting_ranges[[arg]]
+  check_number(x, arg, min = range$minimum, max = range$maximum,
+               min_open = range$minimum_open, max_open = range$maximum_open,
+               whole = range$whole, null_ok = null_ok, call = call)
+}
+
+# One of `accountants`, in any case, as in Python ("RDP" is TF Privacy's
+# spelling); the value is passed on as given, Python lower-cases it.
+check_accountant <- function(x, call = frame_call(parent.frame())) {
+  if (!(is.character(x) && length(x) == 1L && !is.na(x) &&
+        tolower(x) %in% accountants)) {
+    what <- paste0("one of ", paste0("\"", accountants, "\"", collapse = ", "))
+    argument_error("accountant", what, x, call)
+  }
+  invisible(x)
 }

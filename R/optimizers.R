@@ -20,8 +20,8 @@
 #'   of each example's gradient over all trainable weights is scaled down to at
 #'   most C.
 #' @param noise_multiplier Ratio of the noise standard deviation to
-#'   `l2_norm_clip`, a number >= 0 (no default). 0 adds no noise and gives no
-#'   privacy (Python warns).
+#'   `l2_norm_clip`, a number in \[0, 1e4\] (no default; the range the
+#'   accountant covers). 0 adds no noise and gives no privacy (Python warns).
 #' @param num_microbatches `NULL` (default) clips every example separately; a
 #'   whole number k >= 1 dividing the batch size clips the mean gradient of each
 #'   of k equal microbatches instead (faster, and doubles the sensitivity: pass
@@ -192,8 +192,7 @@ check_dp_args <- function(l2_norm_clip, noise_multiplier, num_microbatches,
                           call = frame_call(parent.frame())) {
   check_number(l2_norm_clip, "l2_norm_clip", min = 0, max = Inf,
                min_open = TRUE, max_open = TRUE, call = call)
-  check_number(noise_multiplier, "noise_multiplier", min = 0, max = Inf,
-               max_open = TRUE, call = call)
+  check_noise_multiplier(noise_multiplier, call = call)
   check_count(num_microbatches, "num_microbatches", null_ok = TRUE, call = call)
 }
 

@@ -25,7 +25,8 @@
 #'   Defaults to `NULL`: powers of two from 16 up to `n / 2`.
 #' @param min_steps Fewest steps a plan should keep, a whole number >= 1.
 #'   Defaults to 150.
-#' @param accountant `"rdp"` (default) or `"pld"`, as in [compute_epsilon()].
+#' @param accountant `"rdp"` (default) or `"pld"`, in any case, as in
+#'   [compute_epsilon()].
 #'
 #' @return A list of class `pydpr_dp_plan` with `batch_size`,
 #'   `noise_multiplier`, `steps`, `epsilon`, `noise_to_signal` and
@@ -41,9 +42,8 @@
 plan_dp_training <- function(n, target_epsilon, epochs, delta,
                              batch_sizes = NULL, min_steps = 150,
                              accountant = "rdp") {
-  check_count(n, "n")
-  check_number(target_epsilon, "target_epsilon", min = 0, max = Inf,
-               min_open = TRUE, max_open = TRUE)
+  check_accounting_number(n, "n")
+  check_accounting_number(target_epsilon, "target_epsilon")
   check_epochs_and_delta(epochs, delta)
   if (!is.null(batch_sizes)) {
     ok <- is.numeric(batch_sizes) && length(batch_sizes) >= 1L &&
@@ -57,8 +57,8 @@ plan_dp_training <- function(n, target_epsilon, epochs, delta,
       )
     }
   }
-  check_count(min_steps, "min_steps")
-  check_choice(accountant, "accountant", c("rdp", "pld"))
+  check_accounting_number(min_steps, "min_steps")
+  check_accountant(accountant)
   args <- supplied_args(match.call(expand.dots = FALSE), environment(),
                         integers = c("n", "min_steps"))
   if (!is.null(batch_sizes)) {

@@ -18,9 +18,13 @@ test_that("bad accounting arguments fail in R, naming the argument", {
                fixed = TRUE)
   expect_error(epsilon(noise_multiplier = -1), "`noise_multiplier`")
   expect_error(epsilon(noise_multiplier = NA), "`noise_multiplier`")
+  # Python accounts noise multipliers up to 1e4 only; R used to pass any on.
+  expect_error(epsilon(noise_multiplier = 1e5),
+               "`noise_multiplier` must be a number in [0, 10000]; received 1e+05.",
+               fixed = TRUE, class = "pydpr_argument_error")
   expect_error(epsilon(epochs = 0), "`epochs` must be a number > 0")
   expect_error(epsilon(epochs = Inf), "`epochs`")
-  expect_error(epsilon(delta = 0), "`delta` must be a number in (0, 1)",
+  expect_error(epsilon(delta = 0), "`delta` must be a number in the open interval (0, 1)",
                fixed = TRUE)
   expect_error(epsilon(delta = 1), "`delta`")
   expect_error(epsilon(accountant = "gdp"), "`accountant` must be one of")
@@ -57,6 +61,31 @@ test_that("compute_epsilon() in R equals pydp_r.compute_epsilon in Python", {
   expect_identical(pld, core$compute_epsilon(3989L, 32L, 1.1, 2.5, 1e-5,
                                              accountant = "pld",
                                              used_microbatching = TRUE))
+})
+
+test_that("accountants are named in any case, as in Python", {
+  skip_if_no_core()
+  epsilon <- function(accountant) {
+    compute_epsilon(n = 1000, batch_size = 50, noise_multiplier = 1.1,
+                    epochs = 2, delta = 1e-5, accountant = accountant)
+  }
+  expect_identical(epsilon("PLD"), epsilon("pld"))
+})
+
+test_that("the documented maximum noise works and an unreachable target says why", {
+  skip_if_no_core()
+  expect_identical(
+    compute_epsilon(n = 1000, batch_size = 1, noise_multiplier = 1e4,
+                    epochs = 1, delta = 1e-5),
+    0
+  )
+  error <- expect_error(
+    compute_noise_multiplier(n = 1000, batch_size = 32, target_epsilon = 1e-6,
+                             epochs = 1, delta = 1e-5),
+    class = "pydpr_python_error"
+  )
+  expect_match(conditionMessage(error), "noise_multiplier <= 10000", fixed = TRUE)
+  expect_match(conditionMessage(error), "fewer epochs", fixed = TRUE)
 })
 
 test_that("R's doubles work where Python needs integers (batch_size = 32)", {

@@ -64,3 +64,82 @@ test_that("as_python_integer keeps values an R integer cannot hold", {
   expect_identical(pydpr:::as_python_integer(NULL), NULL)
   expect_identical(pydpr:::as_python_integer(2.5), 2.5)
 })
+
+# R checks the accounting arguments before Python starts, so it keeps a copy of
+# the Python core's ranges (R/checks.R). Both sides must agree on every range
+# and word each refusal alike. The one deliberate difference is vocabulary: R
+# says "whole number" where Python says "integer" (an R number is a double),
+# and Python says "finite number" where R says "number".
+python_wording_in_r <- function(message) {
+  message <- sub("^ValueError: ", "", message)
+  message <- sub("; received .*", "", message)
+  message <- gsub("a positive integer", "a whole number >= 1", message,
+                  fixed = TRUE)
+  message <- gsub("an integer", "a whole number", message, fixed = TRUE)
+  gsub("a finite number", "a number", message, fixed = TRUE)
+}
+
+r_wording <- function(message) {
+  sub("; received .*", "", gsub("`", "", message))
+}
+
+test_that("R's accounting ranges are the Python core's", {
+  skip_if_no_core()
+  checks <- reticulate::import("pydp_r._checks", convert = TRUE)
+  python_ranges <- checks$ACCOUNTING_RANGES
+  expect_setequal(names(pydpr:::accounting_ranges), names(python_ranges))
+  for (name in names(python_ranges)) {
+    python_range <- python_ranges[[name]]
+    for (field in names(pydpr:::accounting_ranges[[name]])) {
+      expect_identical(
+        pydpr:::accounting_ranges[[name]][[field]],
+        if (is.logical(python_range[[field]])) python_range[[field]] else
+          as.numeric(python_range[[field]]),
+        label = paste0("accounting_ranges$", name, "$", field)
+      )
+    }
+  }
+  expect_identical(pydpr:::accountants, unlist(checks$ACCOUNTANTS))
+  expect_identical(pydpr:::max_noise_multiplier, checks$MAX_NOISE_MULTIPLIER)
+})
+
+test_that("R and Python refuse the same bad accounting inputs in the same words", {
+  skip_if_no_core()
+  accounting <- reticulate::import("pydp_r.accounting", convert = TRUE)
+  good <- list(n = 1000, batch_size = 32, noise_multiplier = 1.1, epochs = 2,
+               delta = 1e-5)
+  bad <- list(
+    list("n", 0), list("n", -1), list("n", 10.5), list("n", "1000"),
+    list("n", TRUE), list("n", Inf), list("n", c(1000, 2000)),
+    list("batch_size", 0), list("batch_size", 2000), list("batch_size", 1.5),
+    list("batch_size", 1e6),
+    list("noise_multiplier", -0.1), list("noise_multiplier", 10000.5),
+    list("noise_multiplier", 1e5), list("noise_multiplier", NaN),
+    list("noise_multiplier", "1"),
+    list("epochs", 0), list("epochs", -1), list("epochs", Inf),
+    list("delta", 0), list("delta", 1), list("delta", 1.5), list("delta", NA_real_),
+    list("accountant", "gdp"), list("accountant", 1)
+  )
+  for (row in bad) {
+    arguments <- utils::modifyList(good, stats::setNames(list(row[[2]]), row[[1]]))
+    label <- paste0(row[[1]], " = ", deparse(row[[2]]))
+    from_r <- tryCatch(
+      { do.call(compute_epsilon, arguments); "no error" },
+      pydpr_argument_error = function(error) r_wording(conditionMessage(error))
+    )
+    from_python <- tryCatch(
+      { do.call(accounting$compute_epsilon, arguments); "no error" },
+      error = function(error) python_wording_in_r(conditionMessage(error))
+    )
+    expect_match(from_r, paste0("^", row[[1]], " must be "), label = label)
+    expect_identical(from_r, from_python, label = label)
+  }
+  # The boundaries both accept, and an accountant in TF Privacy's capitals.
+  for (changes in list(list(noise_multiplier = 1e4), list(noise_multiplier = 0),
+                       list(batch_size = 1000), list(epochs = 0.01),
+                       list(accountant = "RDP"))) {
+    arguments <- utils::modifyList(good, changes)
+    expect_identical(do.call(compute_epsilon, arguments),
+                     do.call(accounting$compute_epsilon, arguments))
+  }
+})

@@ -12,7 +12,10 @@ test_that("bad DP arguments fail in R, naming the argument", {
     expect_error(constructor(l2_norm_clip = "1", noise_multiplier = 1),
                  "`l2_norm_clip`", class = "pydpr_argument_error")
     expect_error(constructor(l2_norm_clip = 1, noise_multiplier = -0.1),
-                 "`noise_multiplier` must be a number >= 0", fixed = TRUE)
+                 "`noise_multiplier` must be a number in [0, 10000]", fixed = TRUE)
+    expect_error(constructor(l2_norm_clip = 1, noise_multiplier = 1e5),
+                 "`noise_multiplier` must be a number in [0, 10000]; received 1e+05.",
+                 fixed = TRUE)
     expect_error(constructor(l2_norm_clip = 1, noise_multiplier = c(1, 2)),
                  "`noise_multiplier`")
     expect_error(constructor(1, 1, num_microbatches = 1.5),
