@@ -1,0 +1,346 @@
+"""`clipping_report` and what it proves: real Keras code (keras.ops between layers, composite
+layers, subclassed models, user declarations) takes the fast path only where its clipped sums
+equal the per-example loop's, and says which path it took."""
+
+import logging
+import warnings
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from test_grad_norms import BATCH, _targets, assert_rule_matches_general_path
+
+import pydp_r
+from pydp_r import fast_clipping, grad_norms
+from pydp_r.grad_norms import registry
+
+SHAPE = (6, 4)
+
+
+def _model_around(operation, input_shape=SHAPE):
+    """Input -> Dense -> `operation` (keras.ops) -> Flatten -> Dense(1), plus a skip from the
+    first Dense so that every example's gradient reaches it whatever the operation does."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input(input_shape)
+    hidden = keras.layers.Dense(input_shape[-1], activation="tanh")(inputs)
+    outputs = keras.ops.cast(operation(hidden), "float32")
+    flat = keras.layers.Flatten()
+    joined = keras.layers.Concatenate()([flat(outputs), keras.layers.Flatten()(hidden)])
+    return keras.Model(inputs, keras.layers.Dense(1)(joined))
+
+
+ops = keras.ops
+positive = ops.sigmoid  # keeps log and sqrt away from 0
+# Registered operation class name -> a use of it on a graph tensor `h` of shape (batch, 6, 4).
+PER_EXAMPLE_USES = {
+    "Absolute": lambda h: ops.abs(h),
+    "Negative": lambda h: -h,
+    "Exp": lambda h: ops.exp(h),
+    "Log": lambda h: ops.log(positive(h)),
+    "Sqrt": lambda h: ops.sqrt(positive(h)),
+    "Square": lambda h: ops.square(h),
+    "Sin": lambda h: ops.sin(h),
+    "Cos": lambda h: ops.cos(h),
+    "Tanh": lambda h: ops.tanh(h),
+    "Erf": lambda h: ops.erf(h),
+    "Clip": lambda h: ops.clip(h, -0.5, 0.5),
+    "Cast": lambda h: ops.cast(h, "float64"),
+    "StopGradient": lambda h: ops.stop_gradient(h) * h,
+    "Relu": lambda h: ops.relu(h),
+    "Relu6": lambda h: ops.relu6(h * 8),
+    "Gelu": lambda h: ops.gelu(h),
+    "Silu": lambda h: ops.silu(h),
+    "Sigmoid": lambda h: ops.sigmoid(h),
+    "HardSigmoid": lambda h: ops.hard_sigmoid(h),
+    "Softplus": lambda h: ops.softplus(h),
+    "Softsign": lambda h: ops.softsign(h),
+    "Elu": lambda h: ops.elu(h),
+    "Selu": lambda h: ops.selu(h),
+    "LeakyRelu": lambda h: ops.leaky_relu(h),
+    # Graph tensors of the output's rank, and batch-free operands of lower rank or leading 1.
+    "Add": lambda h: h + h[:, :1] + np.arange(4, dtype="float32"),
+    "Subtract": lambda h: h - np.ones((1, 6, 4), "float32") - ops.flip(h, axis=1),
+    "Multiply": lambda h: h * ops.tanh(h) * 3.0,
+    "Divide": lambda h: ops.divide(h, 2.0 + positive(h)),
+    "TrueDivide": lambda h: ops.true_divide(h, 1.5 + ops.square(h)),
+    "Power": lambda h: ops.power(positive(h), 3.0),
+    "Maximum": lambda h: ops.maximum(h, ops.flip(h, axis=2)),
+    "Minimum": lambda h: ops.minimum(h, 0.1),
+    "Where": lambda h: ops.where(np.array([True, False, True, False]), h, 0.5 * h),
+    # Along axes other than the batch axis.
+    "Softmax": lambda h: ops.softmax(h, axis=1),
+    "LogSoftmax": lambda h: ops.log_softmax(h, axis=-1),
+    "Normalize": lambda h: ops.normalize(h, axis=-1),
+    "Mean": lambda h: ops.mean(h, axis=1, keepdims=True) * h,
+    "Sum": lambda h: ops.sum(h, axis=[1, 2], keepdims=True) * h,
+    "Max": lambda h: ops.max(h, axis=-1),
+    "Min": lambda h: ops.min(h, axis=1),
+    "Std": lambda h: ops.std(h, axis=1),
+    "Var": lambda h: ops.var(h, axis=2),
+    "Logsumexp": lambda h: ops.logsumexp(h, axis=1),
+    "Cumsum": lambda h: ops.cumsum(h, axis=1),
+    "Flip": lambda h: ops.flip(h, axis=-1) * h,
+    "Norm": lambda h: ops.norm(h, axis=-1),
+    "Concatenate": lambda h: ops.concatenate([h, ops.square(h)], axis=1),
+    "Stack": lambda h: ops.stack([h, ops.tanh(h)], axis=1),
+    # Shapes.
+    "Reshape": lambda h: ops.reshape(h, (-1, 3, 8)),
+    "Transpose": lambda h: ops.transpose(h, (0, 2, 1)),
+    "ExpandDims": lambda h: ops.expand_dims(h, -1),
+    "Squeeze": lambda h: ops.squeeze(h[:, :1], axis=1),
+    "GetItem": lambda h: h[:, 1:5:2, ::-1] + h[..., :1][:, :2],
+    "AveragePool": lambda h: ops.average_pool(h, 2, 2),
+    "MaxPool": lambda h: ops.max_pool(h, 3, 1, padding="same"),
+    "Matmul": lambda h: (
+        ops.matmul(h, ops.transpose(h, (0, 2, 1))) + ops.matmul(h, np.eye(4, 6, dtype="float32"))
+    ),
+}
+
+
+def _operation_names(model):
+    return {type(operation).__name__ for operation in model.operations}
+
+
+def test_every_registered_operation_has_a_use_compared_with_the_per_example_loop():
+    assert set(registry.registered_operations()) == set(PER_EXAMPLE_USES)
+
+
+@pytest.mark.parametrize("name", sorted(PER_EXAMPLE_USES))
+def test_a_registered_operation_gives_the_per_example_clipped_sum(name):
+    model = _model_around(PER_EXAMPLE_USES[name])
+    assert name in _operation_names(model)  # the use exercises the operation it is named for
+    report = fast_clipping.clipping_report(model)
+    assert report.path == "fast", str(report)
+    x = np.random.default_rng(len(name)).normal(size=(BATCH, *SHAPE)).astype("float32")
+    assert_rule_matches_general_path(model, x, _targets(len(name)), "examples")
+
+
+# Uses that would mix examples or lose the batch axis: each must be refused, naming the op.
+BATCH_MIXING_USES = {
+    "Mean": lambda h: h - ops.mean(h, axis=0, keepdims=True),
+    "Sum": lambda h: h * ops.sum(h),
+    "Concatenate": lambda h: ops.concatenate([h, h], axis=0),
+    "Reshape": lambda h: ops.reshape(h, (-1, 4)),
+    "Add": lambda h: h + ops.reshape(h[:, 0, :1], (-1,)),  # (batch,) against the last axis
+    "Transpose": lambda h: ops.transpose(h, (1, 0, 2)),
+    "ExpandDims": lambda h: ops.expand_dims(h, 0),
+    "Squeeze": lambda h: ops.squeeze(h),
+    "Softmax": lambda h: ops.softmax(h, axis=0),
+    # (batch, 24) @ (batch, 24) as matrices: the batch axis is the contracted one.
+    "Matmul": lambda h: ops.matmul(ops.reshape(h, (-1, 24)), ops.reshape(h, (-1, 24))),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BATCH_MIXING_USES))
+def test_an_operation_that_may_mix_examples_sends_the_model_to_the_general_path(name):
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input(SHAPE)
+    hidden = keras.layers.Dense(4)(inputs)
+    report = fast_clipping.clipping_report(keras.Model(inputs, BATCH_MIXING_USES[name](hidden)))
+    assert report.path == "general"
+    assert f"({name})" in report.reason
+
+
+def _transformer_encoder(vocabulary=40, length=8, width=8):
+    """Embedding, MultiHeadAttention and a feed-forward part, each with an `h + a` residual."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((length,), dtype="int32")
+    h = keras.layers.Embedding(vocabulary, width)(inputs)
+    a = keras.layers.MultiHeadAttention(2, width // 2)(h, h)
+    h = keras.layers.LayerNormalization()(h + a)
+    f = keras.layers.Dense(width)(keras.layers.Dense(2 * width, activation="relu")(h))
+    h = keras.layers.LayerNormalization()(h + f)
+    return keras.Model(inputs, keras.layers.Dense(1)(ops.mean(h, axis=1)))
+
+
+def test_a_transformer_encoder_with_residual_additions_takes_the_fast_path():
+    model = _transformer_encoder()
+    report = fast_clipping.clipping_report(model)
+    assert report.path == "fast", str(report)
+    by_type = {entry.type: entry for entry in report}
+    assert by_type["Add"].detail == "per-example operation"
+    assert by_type["Embedding"].detail == "rule EmbeddingRule"
+    assert by_type["EinsumDense"].detail == "rule EinsumDenseRule"
+    x = np.random.default_rng(0).integers(0, 40, size=(BATCH, 8)).astype("int32")
+    for variant in ("examples", "microbatches", "unknown_batch"):
+        assert_rule_matches_general_path(model, x, _targets(), variant)
+
+
+class TokenAndPositionEmbedding(keras.layers.Layer):
+    """The Keras example's layer: its position embedding is called on `arange(length)`, a
+    tensor with no batch axis."""
+
+    def __init__(self, vocabulary, length, width, **kwargs):
+        super().__init__(**kwargs)
+        self.tokens = keras.layers.Embedding(vocabulary, width)
+        self.positions = keras.layers.Embedding(length, width)
+
+    def call(self, inputs):
+        positions = ops.arange(ops.shape(inputs)[-1])
+        return self.tokens(inputs) + self.positions(positions)
+
+
+def _token_position_model(length):
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((length,), dtype="int32")
+    hidden = TokenAndPositionEmbedding(30, length, 4)(inputs)
+    hidden = keras.layers.Dense(3, activation="tanh")(hidden)
+    return keras.Model(inputs, keras.layers.Dense(1)(keras.layers.Flatten()(hidden)))
+
+
+@pytest.mark.parametrize("declared", [True, False])
+@pytest.mark.parametrize("length", [BATCH, 5])  # batch size == sequence length, and not
+def test_a_position_embedding_on_a_batch_free_tensor_is_never_clipped_as_rows(
+    monkeypatch, declared, length
+):
+    # Declared `through_sublayers`, the position embedding's rule would read its (length, width)
+    # output gradient as `length` examples: at batch == length a wrong clipped sum, else a shape
+    # error. The declaration is checked per instance and refused: the layer is vectorized alone.
+    monkeypatch.setattr(registry, "_PER_EXAMPLE", dict(registry._PER_EXAMPLE))
+    if declared:
+        grad_norms.register_per_example(TokenAndPositionEmbedding, through_sublayers=True)
+    model = _token_position_model(length)
+    report = fast_clipping.clipping_report(model)
+    entry = next(e for e in report if e.type == "TokenAndPositionEmbedding")
+    assert entry.path == "fast"
+    assert entry.detail.startswith("vectorized alone over the batch")
+    assert "'embedding" in entry.detail and f"shape ({length},)" in entry.detail
+    assert ("declaration is refused" in entry.detail) == declared
+    x = np.random.default_rng(length).integers(0, 30, size=(BATCH, length)).astype("int32")
+    assert_rule_matches_general_path(model, x, _targets(length), "examples")
+
+
+class _BatchedPositions(keras.layers.Layer):
+    """A declared composite whose sublayers all see the batch: verified, their rules used."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.tokens = keras.layers.Embedding(30, 4)
+        self.mix = keras.layers.Dense(4)
+
+    def call(self, inputs):
+        return self.mix(self.tokens(inputs))
+
+
+def test_a_true_through_sublayers_declaration_is_verified_and_uses_the_sublayer_rules(monkeypatch):
+    monkeypatch.setattr(registry, "_PER_EXAMPLE", dict(registry._PER_EXAMPLE))
+    grad_norms.register_per_example(_BatchedPositions, through_sublayers=True)
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((5,), dtype="int32")
+    hidden = keras.layers.Flatten()(_BatchedPositions(name="batched_positions")(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(1)(hidden))
+    report = fast_clipping.clipping_report(model)
+    details = {entry.name: entry.detail for entry in report}
+    assert "declaration verified" in details["batched_positions"]
+    inside = [entry for entry in report if entry.name.startswith("batched_positions/")]
+    assert [(entry.type, entry.detail) for entry in inside] == [
+        ("Embedding", "rule EmbeddingRule"),
+        ("Dense", "rule DenseRule"),
+    ]
+    x = np.random.default_rng(1).integers(0, 30, size=(BATCH, 5)).astype("int32")
+    assert_rule_matches_general_path(model, x, _targets(1), "examples")
+
+
+class _Classifier(keras.Model):
+    """A subclassed model: registered layers joined by keras.ops, a residual among them."""
+
+    def __init__(self):
+        super().__init__(name="classifier")
+        self.hidden = keras.layers.Dense(6, activation="relu")
+        self.inner = keras.layers.Dense(6)
+        self.norm = keras.layers.LayerNormalization()
+        self.out = keras.layers.Dense(1)
+
+    def call(self, inputs):
+        hidden = self.hidden(inputs)
+        hidden = self.norm(hidden + self.inner(hidden))
+        return self.out(ops.mean(hidden, axis=1))
+
+
+def test_a_subclassed_model_is_traced_and_its_fit_step_is_the_per_example_reference(monkeypatch):
+    from test_fast_clipping import assert_fit_step_is_the_batch_of_one_reference
+
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(BATCH, *SHAPE)).astype("float32")
+    keras.utils.set_random_seed(0)
+    model = _Classifier()
+    model(x[:1])
+    report = fast_clipping.clipping_report(model, x)
+    assert report.path == "fast", str(report)
+    assert [entry.type for entry in report] == [
+        "Dense",
+        "Dense",
+        "Add",
+        "LayerNormalization",
+        "Mean",
+        "Dense",
+    ]
+    calls = []
+    original = fast_clipping.clipped_gradient_sum
+    monkeypatch.setattr(
+        fast_clipping, "clipped_gradient_sum", lambda *a, **k: calls.append(1) or original(*a, **k)
+    )
+    assert_fit_step_is_the_batch_of_one_reference(model, x, _targets(2), clip=0.5)
+    assert calls  # the fit step took the fast path
+
+
+def test_leaving_the_fast_path_is_logged_once_naming_the_layer_and_reason(caplog):
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(BATCH, 3)).astype("float32")
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((3,))
+    hidden = keras.layers.Dense(4)(inputs)
+    hidden = hidden - ops.mean(hidden, axis=0, keepdims=True)
+    model = keras.Model(inputs, keras.layers.Dense(1)(hidden))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", pydp_r.NoPrivacyWarning)
+        model.compile(optimizer=pydp_r.DPSGD(1.0, 0.0), loss="mse")
+    with caplog.at_level(logging.WARNING, logger="pydp_r"):
+        model.fit(x, _targets(3), batch_size=4, epochs=2, verbose=0)
+        model.fit(x, _targets(3), batch_size=8, epochs=1, verbose=0)  # traced again
+    lines = [r.getMessage() for r in caplog.records if "general per-example path" in r.message]
+    assert len(lines) == 1
+    assert "(Mean)" in lines[0] and "runs along the batch axis" in lines[0]
+
+
+def test_a_reason_found_while_tracing_is_kept_in_the_report():
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((4,))
+    hidden = keras.layers.Dense(4, activity_regularizer="l2")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(1)(hidden))
+    report = fast_clipping.clipping_report(model)
+    assert report.path == "general" and "regularization" in report.reason
+    fast_clipping.note_general_path(model, fast_clipping.NotSupported("layer 'x' is called twice"))
+    assert "called twice" in str(fast_clipping.clipping_report(model))
+
+
+def test_the_report_reads_as_a_table_and_as_columns():
+    report = pydp_r.clipping_report(_transformer_encoder())
+    text = str(report)
+    assert text.splitlines()[0] == f"Model '{report.model_name}': fast path"
+    assert text.splitlines()[1].split() == ["name", "type", "path", "detail"]
+    columns = report.to_columns()
+    assert list(columns) == ["name", "type", "path", "detail"]
+    assert len(columns["name"]) == len(report) and set(columns["path"]) == {"fast"}
+
+
+def test_a_trainable_batch_normalization_is_reported_refused():
+    model = keras.Sequential(
+        [keras.Input((3,)), keras.layers.BatchNormalization(), keras.layers.Dense(1)]
+    )
+    report = fast_clipping.clipping_report(model)
+    assert report.path == "refused" and "BatchNormalization" in report.reason
+    model.layers[0].trainable = False
+    assert fast_clipping.clipping_report(model).path == "fast"
+
+
+def test_tensorflow_code_inside_a_layer_is_not_proven_and_the_report_says_why():
+    class Shuffled(keras.layers.Layer):
+        def call(self, inputs):
+            return tf.random.shuffle(inputs)  # mixes examples; TensorFlow, so not traceable
+
+    model = keras.Sequential([keras.Input((3,)), Shuffled(), keras.layers.Dense(1)])
+    report = fast_clipping.clipping_report(model)
+    assert report.path == "general"
+    assert "shuffled (Shuffled)" in report.reason and "cannot be traced" in report.reason
