@@ -491,10 +491,6 @@ def user_epsilon(
     )
 
 
-# pydp_r.demo's name for user_epsilon; remove once demo.py calls user_epsilon.
-_user_epsilon = user_epsilon
-
-
 def _statement_epsilon(
     accountant: str, noise_multiplier: float, sampling_rate: float | None, steps: int, delta: float
 ) -> float | str:

@@ -22,26 +22,12 @@ import dp_accounting
 import numpy as np
 from scipy import optimize, special, stats
 
-from pydp_r._checks import check_real
-
-
-def _check_probability_open(name: str, value: Any) -> float:
-    return check_real(name, value, "a number in the open interval (0, 1)", lambda x: 0 < x < 1)
-
-
-def _check_positive(name: str, value: Any) -> float:
-    return check_real(name, value, "a finite number > 0", lambda x: 0 < x < math.inf)
-
-
-def _check_scores(name: str, scores: Any, minimum: int) -> np.ndarray:
-    array = np.asarray(scores, dtype=np.float64).reshape(-1)
-    if array.size < minimum or not np.all(np.isfinite(array)):
-        raise ValueError(
-            f"{name} must hold at least {minimum} finite numbers; received {array.size} values"
-            + ("" if np.all(np.isfinite(array)) else " including NaN or infinity")
-            + "."
-        )
-    return array
+from pydp_r._checks import (
+    check_finite_scores,
+    check_open_probability,
+    check_positive,
+    check_real,
+)
 
 
 def clopper_pearson_interval(
@@ -63,7 +49,7 @@ def clopper_pearson_interval(
         ValueError: For a confidence outside (0, 1), trials < 1, or successes outside
             [0, trials].
     """
-    confidence = _check_probability_open("confidence", confidence)
+    confidence = check_open_probability("confidence", confidence)
     successes_array = np.asarray(successes, dtype=np.float64)
     trials_array = np.asarray(trials, dtype=np.float64)
     if np.any(trials_array < 1) or np.any(trials_array != np.floor(trials_array)):
@@ -118,7 +104,7 @@ def epsilon_from_error_rates(
     Raises:
         ValueError: For a rate outside [0, 1] or delta outside (0, 1).
     """
-    delta = _check_probability_open("delta", delta)
+    delta = check_open_probability("delta", delta)
     fpr = np.asarray(false_positive_rate, dtype=np.float64)
     fnr = np.asarray(false_negative_rate, dtype=np.float64)
     for name, rate in (("false_positive_rate", fpr), ("false_negative_rate", fnr)):
@@ -271,11 +257,11 @@ def epsilon_lower_bound(
     Raises:
         ValueError: For an argument outside its range.
     """
-    without = _check_scores("scores_without", scores_without, 4)
-    with_canary = _check_scores("scores_with", scores_with, 4)
-    delta = _check_probability_open("delta", delta)
-    confidence = _check_probability_open("confidence", confidence)
-    selection_fraction = _check_probability_open("selection_fraction", selection_fraction)
+    without = check_finite_scores("scores_without", scores_without, 4)
+    with_canary = check_finite_scores("scores_with", scores_with, 4)
+    delta = check_open_probability("delta", delta)
+    confidence = check_open_probability("confidence", confidence)
+    selection_fraction = check_open_probability("selection_fraction", selection_fraction)
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}; received {method!r}.")
     if direction not in (None, 1, -1):
@@ -345,8 +331,8 @@ def gaussian_delta(noise_multiplier: float, epsilon: float, sensitivity: float =
     Raises:
         ValueError: For an argument outside its range.
     """
-    noise_multiplier = _check_positive("noise_multiplier", noise_multiplier)
-    sensitivity = _check_positive("sensitivity", sensitivity)
+    noise_multiplier = check_positive("noise_multiplier", noise_multiplier)
+    sensitivity = check_positive("sensitivity", sensitivity)
     epsilon = check_real("epsilon", epsilon, "a finite number >= 0", lambda x: 0 <= x < math.inf)
     mu = sensitivity / noise_multiplier
     # exp(eps) * Phi(x) in log space, so that large epsilons do not overflow.
@@ -368,9 +354,9 @@ def gaussian_epsilon(noise_multiplier: float, delta: float, sensitivity: float =
     Raises:
         ValueError: For an argument outside its range.
     """
-    delta = _check_probability_open("delta", delta)
-    noise_multiplier = _check_positive("noise_multiplier", noise_multiplier)
-    sensitivity = _check_positive("sensitivity", sensitivity)
+    delta = check_open_probability("delta", delta)
+    noise_multiplier = check_positive("noise_multiplier", noise_multiplier)
+    sensitivity = check_positive("sensitivity", sensitivity)
     if gaussian_delta(noise_multiplier, 0.0, sensitivity) <= delta:
         return 0.0
     upper = 1.0
@@ -403,8 +389,8 @@ def gaussian_false_negative_rate(
     Returns:
         The false negative rate(s), in [0, 1].
     """
-    noise_multiplier = _check_positive("noise_multiplier", noise_multiplier)
-    sensitivity = _check_positive("sensitivity", sensitivity)
+    noise_multiplier = check_positive("noise_multiplier", noise_multiplier)
+    sensitivity = check_positive("sensitivity", sensitivity)
     mu = sensitivity / noise_multiplier
     result = stats.norm.cdf(stats.norm.isf(np.asarray(false_positive_rate, np.float64)) - mu)
     return float(result) if np.ndim(result) == 0 else result
@@ -429,9 +415,9 @@ def accountant_epsilon_one_step(
     Raises:
         ValueError: For an argument outside its range.
     """
-    noise_multiplier = _check_positive("noise_multiplier", noise_multiplier)
-    delta = _check_probability_open("delta", delta)
-    sensitivity = _check_positive("sensitivity", sensitivity)
+    noise_multiplier = check_positive("noise_multiplier", noise_multiplier)
+    delta = check_open_probability("delta", delta)
+    sensitivity = check_positive("sensitivity", sensitivity)
     accountant = dp_accounting.pld.PLDAccountant()
     accountant.compose(dp_accounting.GaussianDpEvent(noise_multiplier / sensitivity))
     return float(accountant.get_epsilon(delta))

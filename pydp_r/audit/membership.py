@@ -25,7 +25,12 @@ import numpy as np
 import tensorflow as tf
 from scipy import stats
 
-from pydp_r._checks import check_count, check_real
+from pydp_r._checks import (
+    check_count,
+    check_finite_scores,
+    check_open_probability,
+    check_real,
+)
 from pydp_r.audit import bounds
 
 
@@ -77,8 +82,8 @@ def roc_auc(negative_scores: Any, positive_scores: Any) -> float:
     Raises:
         ValueError: When a side is empty or holds NaN or infinity.
     """
-    negatives = bounds._check_scores("negative_scores", negative_scores, 1)
-    positives = bounds._check_scores("positive_scores", positive_scores, 1)
+    negatives = check_finite_scores("negative_scores", negative_scores, 1)
+    positives = check_finite_scores("positive_scores", positive_scores, 1)
     ranks = stats.rankdata(np.concatenate([positives, negatives]))
     rank_sum = ranks[: positives.size].sum()
     u_statistic = rank_sum - positives.size * (positives.size + 1) / 2
@@ -198,7 +203,7 @@ def membership_inference(
     Raises:
         ValueError: For an argument outside its range.
     """
-    delta = bounds._check_probability_open("delta", delta)
+    delta = check_open_probability("delta", delta)
     member_x, member_y = _as_arrays("members", members)
     non_member_x, non_member_y = _as_arrays("non_members", non_members)
     member_losses = per_example_losses(model, member_x, member_y, loss, batch_size)

@@ -29,7 +29,7 @@ import numpy as np
 import tensorflow as tf
 
 from pydp_r import optimizers as optimizers_module
-from pydp_r._checks import check_count, check_real
+from pydp_r._checks import check_count, check_open_probability, check_real
 from pydp_r.audit import bounds
 
 MODES = ("gradients", "train_step")
@@ -280,8 +280,8 @@ def audit_optimizer_step(
     num_features = check_count("num_features", num_features)
     batch_size = check_count("batch_size", batch_size, 2)
     seed = check_count("seed", seed, 0)
-    delta = bounds._check_probability_open("delta", delta)
-    confidence = bounds._check_probability_open("confidence", confidence)
+    delta = check_open_probability("delta", delta)
+    confidence = check_open_probability("confidence", confidence)
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}; received {mode!r}.")
     canary_gradient_norm = check_real(
