@@ -19,7 +19,7 @@ import tensorflow as tf
 from pydp_r import _checks as checks
 from pydp_r import _keras_seam, ledger
 from pydp_r._checks import check_count
-from pydp_r.ledger import POISSON, SHUFFLED, PoissonSampling, Segment
+from pydp_r.ledger import EXAMPLE, POISSON, SHUFFLED, USER, PoissonSampling, Segment
 
 # tf.data operations after poisson_batches that keep every element one fresh Poisson batch:
 # maps see one batch at a time, prefetch/options/take/skip/assert_cardinality pass batches on,
@@ -242,10 +242,14 @@ class LedgerRecorder(keras.callbacks.Callback):
             or (self.fit_input.poisson is not None)
         )
         poisson = self.fit_input.poisson
+        user_level = poisson is not None and poisson.unit == USER
         fields = dict(
             sampling=self.fit_input.sampling,
             noise_multiplier=float(optimizer.noise_multiplier),
-            used_microbatching=bool(used_microbatching),
+            # A user's block is the unit clipped and the unit added or removed: sensitivity C.
+            used_microbatching=bool(used_microbatching) and not user_level,
+            unit=USER if user_level else EXAMPLE,
+            examples_per_unit=poisson.examples_per_unit if user_level else 1,
             steps=steps,
             n=self.n,
             sampling_rate=None if poisson is None else poisson.sampling_rate,

@@ -52,6 +52,10 @@ POISSON = "poisson"
 SHUFFLED = "shuffled"
 UNATTRIBUTED = "unattributed"
 SAMPLINGS = (POISSON, SHUFFLED, UNATTRIBUTED)
+# The privacy unit: what one adjacent dataset adds or removes.
+EXAMPLE = "example"
+USER = "user"
+UNITS = (EXAMPLE, USER)
 
 # PLD discretization of the ledger: pessimistic (an upper bound), within about 1e-4 of the
 # finer default in epsilon, and ten times faster, so that budgets can be searched each fit().
@@ -93,6 +97,9 @@ class Segment:
             that fit's settings.
         segment_id: Identity for merging ledgers ("" until the ledger assigns one).
         origin: Lineage id of the optimizer whose steps these are (0: unknown).
+        unit: The privacy unit: "example", or "user" (Poisson batches of users, each user's
+            examples clipped together; then n, sampling_rate and max_batch_size count users).
+        examples_per_unit: Most examples a user brings to one step (1 for examples).
     """
 
     sampling: str
@@ -108,10 +115,18 @@ class Segment:
     presumed: bool = False
     segment_id: str = ""
     origin: int = 0
+    unit: str = EXAMPLE
+    examples_per_unit: int = 1
 
     def __post_init__(self) -> None:
         if self.sampling not in SAMPLINGS:
             raise ValueError(f"sampling must be one of {SAMPLINGS}; received {self.sampling!r}.")
+        if self.unit not in UNITS or (self.unit == USER and self.sampling != POISSON):
+            raise ValueError(
+                f"unit must be one of {UNITS} ('user' only for Poisson batches of users); "
+                f"received {self.unit!r} for sampling {self.sampling!r}."
+            )
+        _check_field("examples_per_unit", self.examples_per_unit, int, 1)
         _check_field("noise_multiplier", self.noise_multiplier, (int, float), 0, math.inf)
         for name in ("steps", "passes", "epochs", "origin"):
             _check_field(name, getattr(self, name), int, 0)
@@ -145,7 +160,7 @@ class Segment:
     def same_mechanism(self, other: Segment) -> bool:
         """Whether `other` continues this segment (same sampling, noise and data)."""
         keys = ("sampling", "noise_multiplier", "used_microbatching", "n", "sampling_rate")
-        keys += ("max_batch_size", "presumed", "origin")
+        keys += ("max_batch_size", "presumed", "origin", "unit", "examples_per_unit")
         return all(getattr(self, key) == getattr(other, key) for key in keys)
 
     def dp_event(self) -> dp_accounting.DpEvent:
@@ -189,10 +204,17 @@ class Segment:
                 if self.truncated
                 else ""
             )
-            text = (
-                f"{self.steps} steps of Poisson batches (rate {self.sampling_rate:.6g} of "
-                f"n = {self.n}{size}), {noise}"
-            )
+            if self.unit == USER:
+                text = (
+                    f"{self.steps} steps of Poisson samples of users (rate "
+                    f"{self.sampling_rate:.6g} of {self.n} users{size}, up to "
+                    f"{self.examples_per_unit} examples each, clipped per user), {noise}"
+                )
+            else:
+                text = (
+                    f"{self.steps} steps of Poisson batches (rate {self.sampling_rate:.6g} of "
+                    f"n = {self.n}{size}), {noise}"
+                )
         elif self.sampling == UNATTRIBUTED:
             text = (
                 f"{self.steps} steps with no recorded input (outside fit(), or restored and "
@@ -272,6 +294,13 @@ class PrivacyLedger:
     def steps_of(self, origin: int) -> int:
         """Noisy updates recorded for the optimizer lineage `origin`."""
         return sum(segment.steps for segment in self.segments if segment.origin == origin)
+
+    @property
+    def unit(self) -> str:
+        """What the epsilon protects: "user" when every step was user-level, else "example"
+        (a user-level guarantee is also one per example)."""
+        ran = [segment for segment in self.segments if segment.steps]
+        return USER if ran and all(segment.unit == USER for segment in ran) else EXAMPLE
 
     @property
     def passes(self) -> int:
@@ -372,16 +401,21 @@ class PoissonSampling:
     """What a `poisson_batches` dataset is: the accountant's view of its sampling.
 
     Attributes:
-        n: Examples sampled from, >= 1.
-        sampling_rate: Inclusion probability q of each example in each batch, in (0, 1].
-        max_batch_size: Fixed batch dimension; a draw above it is cut (truncation).
+        n: Units sampled from (examples, or users for user-level batches), >= 1.
+        sampling_rate: Inclusion probability q of each unit in each batch, in (0, 1].
+        max_batch_size: Most units per batch; a draw above it is cut (truncation).
         steps_per_epoch: Batches per pass over the dataset.
+        unit: "example", or "user": each sampled user brings up to `examples_per_unit` of
+            their examples, as one block of rows that the DP step clips as one.
+        examples_per_unit: Rows per unit in a batch (1 for examples).
     """
 
     n: int
     sampling_rate: float
     max_batch_size: int
     steps_per_epoch: int
+    unit: str = EXAMPLE
+    examples_per_unit: int = 1
 
 
 class LedgerFileError(ValueError):

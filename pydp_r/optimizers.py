@@ -189,6 +189,9 @@ class DPOptimizerMixin:
         # Set by fit() for Poisson batches, whose zero-weight padding rows the step leaves out
         # of the reported loss and metrics.
         self.input_is_padded = False
+        # Set by fit() for user-level Poisson batches: (users per batch, rows per user); the
+        # step clips each user's block of rows as one unit.
+        self.user_blocks: tuple[int, int] | None = None
         if noise_multiplier == 0:
             warnings.warn(
                 f"{type(self).__name__} has noise_multiplier=0: gradients are clipped but no "

@@ -22,6 +22,7 @@ import tensorflow as tf
 
 from pydp_r import _keras_seam, callbacks, clipping, fast_clipping
 from pydp_r.batch_norm import check_no_batch_norm
+from pydp_r.ledger import USER
 from pydp_r.optimizers import DPOptimizerMixin
 
 _MIXED_PRECISION_MESSAGE = (
@@ -115,6 +116,10 @@ def dp_train_step(model: keras.Model, data: Any) -> dict[str, Any]:
     if sample_weight is not None:
         targets["sample_weight"] = sample_weight
     num_microbatches = optimizer.num_microbatches
+    if optimizer.user_blocks is not None:
+        # User-level Poisson batches: each user's block of rows is one unit, clipped as one.
+        users_per_batch, _ = optimizer.user_blocks
+        num_microbatches = users_per_batch // tf.distribute.get_strategy().num_replicas_in_sync
     if num_microbatches is not None and targets:
         x_units, targets_units = _padded_to_multiple(x, targets, num_microbatches)
     else:
@@ -221,11 +226,37 @@ def before_fit(model: keras.Model, arguments: dict[str, Any]) -> Callable[[], No
         recorder.set_model(model)
     else:
         arguments["callbacks"] = [recorder, *(given or [])]
-    if optimizer.input_is_padded != recorder.fit_input.padded:
+    poisson = recorder.fit_input.poisson
+    user_blocks = None
+    if poisson is not None and poisson.unit == USER:
+        user_blocks = (poisson.max_batch_size, poisson.examples_per_unit)
+        _check_user_level(model, optimizer, poisson.max_batch_size)
+    if (optimizer.input_is_padded, optimizer.user_blocks) != (
+        recorder.fit_input.padded,
+        user_blocks,
+    ):
         optimizer.input_is_padded = recorder.fit_input.padded
-        # The traced step reads this flag: trace again for the new kind of input.
+        optimizer.user_blocks = user_blocks
+        # The traced step reads these: trace again for the new kind of input.
         model.train_function = None
     return recorder.end_fit
+
+
+def _check_user_level(model: keras.Model, optimizer: DPOptimizerMixin, users: int) -> None:
+    """Refuse what user-level batches cannot run with: microbatches of their own, or replicas
+    that would split a user's block."""
+    if optimizer.num_microbatches is not None:
+        raise ValueError(
+            f"num_microbatches={optimizer.num_microbatches} cannot be combined with user-level "
+            "poisson_batches (user_ids=...), which clip each user's examples as one unit: build "
+            "the optimizer with num_microbatches=None."
+        )
+    replicas = model.distribute_strategy.num_replicas_in_sync
+    if users % replicas:
+        raise ValueError(
+            f"max_batch_size={users} users must be a multiple of the {replicas} replicas, so that "
+            "no user's rows are split between them; give poisson_batches a max_batch_size that is."
+        )
 
 
 _keras_seam.install(uses_dp, dp_train_step, before_fit)

@@ -19,7 +19,7 @@ import tensorflow as tf
 from scipy import stats
 
 from pydp_r._checks import check_count
-from pydp_r.ledger import PoissonSampling
+from pydp_r.ledger import USER, PoissonSampling
 
 # Default max_batch_size: a batch overflows it with at most this probability.
 DEFAULT_OVERFLOW_PROBABILITY = 1e-6
@@ -92,6 +92,8 @@ def poisson_batches(
     max_batch_size: int | None = None,
     seed: int | None = None,
     steps: int | None = None,
+    user_ids: Any = None,
+    max_examples_per_user: int | None = None,
 ) -> tf.data.Dataset:
     """A `tf.data.Dataset` of Poisson-sampled batches, padded to a fixed size, for `fit()`.
 
@@ -121,6 +123,15 @@ def poisson_batches(
     expected batch `sampling_rate * n`, so the step is that much smaller than with a plain
     batch of the expected size; scale the learning rate if that matters.
 
+    **Per user.** With `user_ids`, the privacy unit is the user (a wearer, a patient): each
+    batch includes each *user* independently with probability `sampling_rate`, and each sampled
+    user brings a uniformly random `max_examples_per_user` of their examples (all of them if
+    fewer), as one block of `max_examples_per_user` rows (padded with zero-weight rows). DP
+    optimizers clip each block's gradient as one, so one user's influence on a step is bounded
+    by `l2_norm_clip` however many examples they have, and the ledger accounts users: the
+    epsilon is per user. Batches hold `max_batch_size` user blocks (default from the number of
+    users, exceeded with probability <= 1e-6), `max_batch_size * max_examples_per_user` rows.
+
     Args:
         data: `(x, y)` or `(x, y, sample_weight)`, or a dict with keys "x", "y" and optionally
             "sample_weight" (what an R `list(x = , y = )` becomes). `x` and `y` are NumPy arrays
@@ -136,6 +147,12 @@ def poisson_batches(
         steps: Batches per iteration (per `fit()` epoch), integer >= 1. Default
             `floor(1 / sampling_rate)` (round(1 / sampling_rate) when that is an integer): one
             epoch, never more steps than `compute_epsilon` counts per epoch.
+        user_ids: None (the unit is the example), or one id per example (shape `(n,)`, any
+            hashable values: strings, integers) for user-level batches; then `sampling_rate`
+            and `max_batch_size` count users.
+        max_examples_per_user: With `user_ids`, integer >= 1 (required): the most examples a
+            user brings to one batch. Larger k uses more of each user's data per step at the
+            same privacy; the rows per batch grow with it.
 
     Returns:
         A dataset of `(x, y, sample_weight)` batches with leading dimension `max_batch_size`,
@@ -158,16 +175,26 @@ def poisson_batches(
     (n,) = lengths
     if n < 1:
         raise ValueError("data must hold at least one example; received n = 0.")
-    if sample_weight is None:
-        weights = np.ones(n, np.float32)
-    else:
-        weights = np.asarray(sample_weight, np.float32).reshape(-1)
-        if len(weights) != n:
-            raise ValueError(
-                f"sample_weight must have shape ({n},), one weight per example; received "
-                f"shape {np.shape(sample_weight)}."
-            )
     sampling_rate = _check_sampling_rate(sampling_rate)
+    if user_ids is not None:
+        return _user_batches(
+            x,
+            y,
+            sample_weight,
+            n,
+            sampling_rate,
+            user_ids,
+            max_examples_per_user,
+            max_batch_size,
+            seed,
+            steps,
+        )
+    if max_examples_per_user is not None:
+        raise ValueError(
+            "max_examples_per_user is for user-level batches: give user_ids as well (one id per "
+            "example), or leave it out."
+        )
+    weights = _checked_weights(sample_weight, n)
     if max_batch_size is None:
         max_batch_size = poisson_batch_size_bound(n, sampling_rate)
     else:
@@ -184,16 +211,7 @@ def poisson_batches(
         steps = max(1, math.floor(1 / sampling_rate + 1e-9))
     else:
         steps = check_count("steps", steps)
-    if seed is not None:
-        try:
-            valid = not isinstance(seed, bool) and float(seed).is_integer() and seed >= 0
-        except (TypeError, ValueError):
-            valid = False
-        if not valid:
-            raise ValueError(f"seed must be an integer >= 0 or None; received {seed!r}.")
-        seed = int(seed)
-    else:
-        seed = secrets.randbits(63)
+    seed = _checked_seed(seed)
 
     flat_x = [tf.constant(array) for array in tf.nest.flatten(x)]
     flat_y = [tf.constant(array) for array in tf.nest.flatten(y)]
@@ -234,5 +252,137 @@ def poisson_batches(
     dataset = dataset.apply(tf.data.experimental.assert_cardinality(steps)).prefetch(1)
     dataset.pydp_r_poisson_sampling = PoissonSampling(
         n=n, sampling_rate=sampling_rate, max_batch_size=max_batch_size, steps_per_epoch=steps
+    )
+    return dataset
+
+
+def _checked_weights(sample_weight: Any, n: int) -> np.ndarray:
+    """Per-example weights of shape (n,): the given ones, or ones."""
+    if sample_weight is None:
+        return np.ones(n, np.float32)
+    weights = np.asarray(sample_weight, np.float32).reshape(-1)
+    if len(weights) != n:
+        raise ValueError(
+            f"sample_weight must have shape ({n},), one weight per example; received "
+            f"shape {np.shape(sample_weight)}."
+        )
+    return weights
+
+
+def _checked_seed(seed: Any) -> int:
+    """The sampling seed: the given integer >= 0, or fresh OS entropy."""
+    if seed is None:
+        return secrets.randbits(63)
+    try:
+        valid = not isinstance(seed, bool) and float(seed).is_integer() and seed >= 0
+    except (TypeError, ValueError):
+        valid = False
+    if not valid:
+        raise ValueError(f"seed must be an integer >= 0 or None; received {seed!r}.")
+    return int(seed)
+
+
+def _user_batches(
+    x: Any,
+    y: Any,
+    sample_weight: Any,
+    n: int,
+    sampling_rate: float,
+    user_ids: Any,
+    max_examples_per_user: Any,
+    max_batch_size: Any,
+    seed: Any,
+    steps: Any,
+) -> tf.data.Dataset:
+    """`poisson_batches` with users as the unit (see there)."""
+    ids = np.asarray(user_ids)
+    if ids.ndim != 1 or len(ids) != n:
+        raise ValueError(
+            f"user_ids must have shape ({n},), one id per example; received shape {ids.shape}."
+        )
+    if max_examples_per_user is None:
+        raise ValueError(
+            "max_examples_per_user is required with user_ids: the most examples one user brings "
+            "to a batch, an integer >= 1 (e.g. the typical number of examples per user, or "
+            "less)."
+        )
+    per_user = check_count("max_examples_per_user", max_examples_per_user)
+    weights = _checked_weights(sample_weight, n)
+    _, user_index = np.unique(ids, return_inverse=True)
+    num_users = int(user_index.max()) + 1
+    if max_batch_size is None:
+        max_users = poisson_batch_size_bound(num_users, sampling_rate)
+    else:
+        max_users = check_count("max_batch_size", max_batch_size)
+        expected = sampling_rate * num_users
+        if not expected <= max_users <= num_users:
+            raise ValueError(
+                f"max_batch_size counts users with user_ids: an integer in [sampling_rate * "
+                f"users, users] = [{math.ceil(expected)}, {num_users}]; received "
+                f"{max_batch_size!r}."
+            )
+    steps = max(1, math.floor(1 / sampling_rate + 1e-9)) if steps is None else steps
+    steps = check_count("steps", steps)
+    seed = _checked_seed(seed)
+
+    order = np.argsort(user_index, kind="stable")
+    examples_of_user = tf.RaggedTensor.from_value_rowids(
+        tf.constant(order, tf.int64), tf.constant(user_index[order], tf.int64), num_users
+    )
+    flat_x = [tf.constant(array) for array in tf.nest.flatten(x)]
+    flat_y = [tf.constant(array) for array in tf.nest.flatten(y)]
+    weights = tf.constant(weights)
+    rate = tf.constant(sampling_rate, tf.float64)
+    rows = max_users * per_user
+
+    def one_batch(batch_seed: tf.Tensor) -> tuple[Any, Any, tf.Tensor]:
+        seeds = tf.random.experimental.stateless_split(tf.stack([batch_seed, 0]), 3)
+        draws = tf.random.stateless_uniform([num_users], seeds[0], dtype=tf.float64)
+        chosen = tf.reshape(tf.where(draws < rate), [-1])
+        # More users than max_batch_size: a uniformly random max_batch_size of them stay.
+        ranks = tf.random.stateless_uniform(tf.shape(chosen), seeds[1])
+        kept = tf.gather(
+            chosen, tf.math.top_k(ranks, tf.minimum(tf.size(chosen), max_users)).indices
+        )
+        candidates = tf.gather(examples_of_user, tf.sort(kept))  # (users, their examples)
+        # Each user's examples in a uniformly random order; the first per_user are taken.
+        keys = tf.random.stateless_uniform(tf.shape(candidates.flat_values), seeds[2])
+        keys = candidates.with_flat_values(keys).to_tensor(default_value=2.0)
+        candidates = candidates.to_tensor(default_value=-1)
+        shuffled = tf.gather(candidates, tf.argsort(keys, axis=1), batch_dims=1)
+        taken = shuffled[:, :per_user]
+        taken = tf.pad(
+            taken,
+            [[0, max_users - tf.shape(taken)[0]], [0, per_user - tf.shape(taken)[1]]],
+            constant_values=-1,
+        )
+        index = tf.reshape(taken, [rows])
+        present = index >= 0
+        safe_index = tf.maximum(index, 0)
+
+        def gathered(array: tf.Tensor) -> tf.Tensor:
+            batch = tf.gather(array, safe_index)
+            mask = tf.reshape(present, [rows] + [1] * (array.shape.rank - 1))
+            return tf.ensure_shape(
+                tf.where(mask, batch, tf.zeros_like(batch)), [rows, *array.shape[1:]]
+            )
+
+        batch_weights = tf.where(present, tf.gather(weights, safe_index), 0.0)
+        return (
+            tf.nest.pack_sequence_as(x, [gathered(a) for a in flat_x]),
+            tf.nest.pack_sequence_as(y, [gathered(a) for a in flat_y]),
+            tf.ensure_shape(batch_weights, [rows]),
+        )
+
+    dataset = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).take(steps)
+    dataset = dataset.map(one_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    dataset = dataset.apply(tf.data.experimental.assert_cardinality(steps)).prefetch(1)
+    dataset.pydp_r_poisson_sampling = PoissonSampling(
+        n=num_users,
+        sampling_rate=sampling_rate,
+        max_batch_size=max_users,
+        steps_per_epoch=steps,
+        unit=USER,
+        examples_per_unit=per_user,
     )
     return dataset
