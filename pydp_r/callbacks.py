@@ -249,7 +249,7 @@ class LedgerRecorder(keras.callbacks.Callback):
             # A user's block is the unit clipped and the unit added or removed: sensitivity C.
             used_microbatching=bool(used_microbatching) and not user_level,
             unit=USER if user_level else EXAMPLE,
-            examples_per_unit=poisson.examples_per_unit if user_level else 1,
+            examples_per_unit=1 if poisson is None else poisson.examples_per_unit,
             steps=steps,
             n=self.n,
             sampling_rate=None if poisson is None else poisson.sampling_rate,
@@ -415,7 +415,11 @@ class PrivacyBudget(keras.callbacks.Callback):
             never forgotten; several processes may share one file (each write is locked).
 
     Attributes:
-        epsilon: Epsilon after the latest completed epoch (None before the first).
+        epsilon: Epsilon after the latest completed epoch (None before the first), per
+            `privacy_unit`: "user" when every step was user-level (`poisson_batches(...,
+            user_ids=...)`: the guarantee is per user, e.g. per wearer), else "example".
+            Example-level steps on data that named its users also log `user_epsilon`, the
+            group-privacy bound per user.
         accountant_used: The accountant behind `epsilon`.
 
     Raises:
@@ -444,6 +448,7 @@ class PrivacyBudget(keras.callbacks.Callback):
         self.accountant = checks.check_accountant(accountant)
         self.ledger_path = None if ledger_path is None else ledger.check_ledger_path(ledger_path)
         self.epsilon: float | None = None
+        self.privacy_unit = EXAMPLE
         self.accountant_used = self.accountant
         self._optimizer: Any = None
         self._allowed_steps: int | None = None
@@ -587,9 +592,14 @@ class PrivacyBudget(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         optimizer = self._optimizer
         self.accountant_used = optimizer.privacy_ledger.accountant_for(self.accountant)
-        self.epsilon = optimizer.privacy_ledger.epsilon(self.delta, self.accountant)
+        recorded = optimizer.privacy_ledger
+        self.epsilon = recorded.epsilon(self.delta, self.accountant)
+        self.privacy_unit = recorded.unit
         if logs is not None:
             logs["epsilon"] = self.epsilon
+            if recorded.unit == EXAMPLE and any(s.examples_per_unit > 1 for s in recorded.segments):
+                # Example-level steps on data that named its users: the per-user bound too.
+                logs["user_epsilon"] = recorded.user_epsilon(self.delta, self.accountant)
         recorder = optimizer.ledger_recorder
         if self._allowed_passes is not None and recorder.fit_input.whole_passes:
             cost = 3 if recorder.accumulation > 1 else 1  # a pass, plus a possible straddle

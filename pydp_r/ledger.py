@@ -48,6 +48,8 @@ from typing import Any
 
 import dp_accounting
 
+from pydp_r import accounting
+
 POISSON = "poisson"
 SHUFFLED = "shuffled"
 UNATTRIBUTED = "unattributed"
@@ -99,7 +101,9 @@ class Segment:
         origin: Lineage id of the optimizer whose steps these are (0: unknown).
         unit: The privacy unit: "example", or "user" (Poisson batches of users, each user's
             examples clipped together; then n, sampling_rate and max_batch_size count users).
-        examples_per_unit: Most examples a user brings to one step (1 for examples).
+        examples_per_unit: Users: the most examples a user brings to one step. Examples: the
+            most examples one user has in the data when the data named its users (the group
+            size for a per-user bound by group privacy), else 1.
     """
 
     sampling: str
@@ -211,9 +215,14 @@ class Segment:
                     f"{self.examples_per_unit} examples each, clipped per user), {noise}"
                 )
             else:
+                users = (
+                    f", at most {self.examples_per_unit} examples per user"
+                    if self.examples_per_unit > 1
+                    else ""
+                )
                 text = (
                     f"{self.steps} steps of Poisson batches (rate {self.sampling_rate:.6g} of "
-                    f"n = {self.n}{size}), {noise}"
+                    f"n = {self.n}{size}{users}), {noise}"
                 )
         elif self.sampling == UNATTRIBUTED:
             text = (
@@ -385,6 +394,23 @@ class PrivacyLedger:
             composed = dp_accounting.rdp.RdpAccountant()
         composed.compose(dp_accounting.ComposedDpEvent(events))
         return float(composed.get_epsilon(delta))
+
+    def user_epsilon(self, delta: float, accountant: str = "rdp") -> float | None:
+        """Epsilon per user at `delta`.
+
+        The epsilon itself when every step was user-level; otherwise, when every step's data
+        named its users, the group-privacy bound for the most examples one user had (far
+        weaker); None when some step's data did not say whose examples were whose.
+        """
+        ran = [segment for segment in self.segments if segment.steps]
+        if self.unit == USER or not ran:
+            return self.epsilon(delta, accountant)
+        if any(segment.unit == EXAMPLE and segment.examples_per_unit == 1 for segment in ran):
+            return None
+        group_size = max(segment.examples_per_unit for segment in ran)
+        return accounting.group_privacy_epsilon(
+            lambda example_delta: self.epsilon(example_delta, accountant), delta, group_size
+        )
 
     def describe(self) -> str:
         """The segments in plain words, one line each."""

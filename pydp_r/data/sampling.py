@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import secrets
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,7 +20,12 @@ import tensorflow as tf
 from scipy import stats
 
 from pydp_r._checks import check_count
-from pydp_r.ledger import USER, PoissonSampling
+from pydp_r.ledger import EXAMPLE, UNITS, USER, PoissonSampling
+
+
+class ExampleLevelWarning(UserWarning):
+    """Warned when data with user ids is sampled per example: the epsilon is not per user."""
+
 
 # Default max_batch_size: a batch overflows it with at most this probability.
 DEFAULT_OVERFLOW_PROBABILITY = 1e-6
@@ -94,6 +100,7 @@ def poisson_batches(
     steps: int | None = None,
     user_ids: Any = None,
     max_examples_per_user: int | None = None,
+    privacy_unit: str = USER,
 ) -> tf.data.Dataset:
     """A `tf.data.Dataset` of Poisson-sampled batches, padded to a fixed size, for `fit()`.
 
@@ -132,6 +139,12 @@ def poisson_batches(
     epsilon is per user. Batches hold `max_batch_size` user blocks (default from the number of
     users, exceeded with probability <= 1e-6), `max_batch_size * max_examples_per_user` rows.
 
+    With `user_ids` and `privacy_unit="example"`, the alternative route: each user keeps a
+    random `max_examples_per_user` of their examples (drawn once), and batches sample examples
+    as without user ids. The epsilon is then per example; per user it follows by group privacy
+    for groups of `max_examples_per_user` (`PrivacyLedger.user_epsilon`), far weaker, and a
+    warning names the user-level route.
+
     Args:
         data: `(x, y)` or `(x, y, sample_weight)`, or a dict with keys "x", "y" and optionally
             "sample_weight" (what an R `list(x = , y = )` becomes). `x` and `y` are NumPy arrays
@@ -153,6 +166,8 @@ def poisson_batches(
         max_examples_per_user: With `user_ids`, integer >= 1 (required): the most examples a
             user brings to one batch. Larger k uses more of each user's data per step at the
             same privacy; the rows per batch grow with it.
+        privacy_unit: With `user_ids`: "user" (default, user-level batches) or "example"
+            (example-level batches of at most `max_examples_per_user` examples per user).
 
     Returns:
         A dataset of `(x, y, sample_weight)` batches with leading dimension `max_batch_size`,
@@ -176,6 +191,24 @@ def poisson_batches(
     if n < 1:
         raise ValueError("data must hold at least one example; received n = 0.")
     sampling_rate = _check_sampling_rate(sampling_rate)
+    if privacy_unit not in UNITS:
+        raise ValueError(f"privacy_unit must be one of {UNITS}; received {privacy_unit!r}.")
+    group_size = 1
+    if user_ids is not None and privacy_unit == EXAMPLE:
+        kept = _at_most_per_user(user_ids, n, max_examples_per_user, _checked_seed(seed))
+        x, y = (tf.nest.map_structure(lambda a: a[kept], part) for part in (x, y))
+        if sample_weight is not None:
+            sample_weight = np.asarray(sample_weight).reshape(-1)[kept]
+        n, group_size = len(kept), check_count("max_examples_per_user", max_examples_per_user)
+        warnings.warn(
+            f"poisson_batches(privacy_unit='example') samples examples: the epsilon is per "
+            f"example, and per user (up to {group_size} examples each) it is the far weaker "
+            "group-privacy bound (PrivacyLedger.user_epsilon). For a per-user guarantee use "
+            "privacy_unit='user', which samples users and clips each user's examples together.",
+            ExampleLevelWarning,
+            stacklevel=2,
+        )
+        user_ids = max_examples_per_user = None
     if user_ids is not None:
         return _user_batches(
             x,
@@ -251,7 +284,11 @@ def poisson_batches(
     dataset = dataset.map(one_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     dataset = dataset.apply(tf.data.experimental.assert_cardinality(steps)).prefetch(1)
     dataset.pydp_r_poisson_sampling = PoissonSampling(
-        n=n, sampling_rate=sampling_rate, max_batch_size=max_batch_size, steps_per_epoch=steps
+        n=n,
+        sampling_rate=sampling_rate,
+        max_batch_size=max_batch_size,
+        steps_per_epoch=steps,
+        examples_per_unit=group_size,
     )
     return dataset
 
@@ -386,3 +423,26 @@ def _user_batches(
         examples_per_unit=per_user,
     )
     return dataset
+
+
+def _at_most_per_user(user_ids: Any, n: int, max_examples_per_user: Any, seed: int) -> np.ndarray:
+    """Indices of a uniformly random `max_examples_per_user` examples of each user (all of a
+    user's when fewer), in their original order."""
+    ids = np.asarray(user_ids)
+    if ids.ndim != 1 or len(ids) != n:
+        raise ValueError(
+            f"user_ids must have shape ({n},), one id per example; received shape {ids.shape}."
+        )
+    if max_examples_per_user is None:
+        raise ValueError(
+            "max_examples_per_user is required with user_ids: the most examples one user "
+            "contributes, an integer >= 1."
+        )
+    per_user = check_count("max_examples_per_user", max_examples_per_user)
+    _, user_index = np.unique(ids, return_inverse=True)
+    keys = np.random.default_rng(seed).random(n)
+    order = np.lexsort((keys, user_index))  # by user, randomly within each
+    rank = np.empty(n, np.int64)
+    starts = np.searchsorted(user_index[order], user_index[order], side="left")
+    rank[order] = np.arange(n) - starts
+    return np.flatnonzero(rank < per_user)

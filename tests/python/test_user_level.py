@@ -136,3 +136,35 @@ def test_user_level_batches_refuse_microbatches_of_their_own():
     model = model_with(pydp_r.DPSGD(1.0, 1.0, num_microbatches=2))
     with pytest.raises(ValueError, match="num_microbatches=2 cannot be combined"):
         model.fit(dataset, epochs=1, verbose=0)
+
+
+def test_example_level_batches_of_named_users_warn_and_give_the_group_bound():
+    from pydp_r.data.sampling import ExampleLevelWarning
+
+    x, y, ids = population(40)
+    with pytest.warns(ExampleLevelWarning, match="privacy_unit='user'"):
+        dataset = poisson_batches(
+            (x, y), 0.1, user_ids=ids, max_examples_per_user=3, privacy_unit="example", seed=5
+        )
+    sampling = dataset.pydp_r_poisson_sampling
+    kept_per_user = {}
+    for user in np.unique(ids):
+        kept_per_user[user] = min(3, int(np.sum(ids == user)))
+    assert sampling.n == sum(kept_per_user.values())  # each user keeps at most 3 examples
+    model = model_with(pydp_r.DPSGD(1.0, 1.5))
+    budget = PrivacyBudget(delta=1e-3)
+    history = model.fit(dataset, epochs=1, callbacks=[budget], verbose=0)
+    ledger = model.optimizer.privacy_ledger
+    assert ledger.unit == "example" and budget.privacy_unit == "example"
+    per_user = history.history["user_epsilon"][-1]
+    example_epsilon = history.history["epsilon"][-1]
+    assert per_user == pytest.approx(ledger.user_epsilon(1e-3))
+    # Group privacy for 3 examples: more than the example-level figure (about 3x).
+    assert per_user > 2 * example_epsilon
+
+
+def test_plain_example_data_has_no_per_user_bound():
+    x, y, _ = population(20)
+    model = model_with(pydp_r.DPSGD(1.0, 1.5))
+    model.fit(poisson_batches((x, y), 0.2, seed=6), epochs=1, verbose=0)
+    assert model.optimizer.privacy_ledger.user_epsilon(1e-3) is None
