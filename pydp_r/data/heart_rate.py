@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from pydp_r._checks import check_count
 from pydp_r.data.ppg_dalia import (
     LABEL_PERIOD_SECONDS,
     WRIST_RATES_HZ,
@@ -25,7 +26,7 @@ from pydp_r.data.ppg_dalia import (
     load_ppg_dalia_subject,
     normalize_ppg_dalia_subject,
 )
-from pydp_r.data.sequences import _check_positive_int, average_windows, sliding_sequences
+from pydp_r.data.sequences import average_windows, sliding_sequences
 
 __all__ = [
     "FEATURE_NAMES",
@@ -129,8 +130,8 @@ def heart_rate_arrays(
             need, or the subject lacks part of the PPG-DaLiA layout (``PPGDaliaFormatError``).
         FileNotFoundError: If ``subject`` is a path that does not exist.
     """
-    num_timesteps = _check_positive_int("num_timesteps", num_timesteps)
-    train_max = _check_positive_int("train_max", train_max)
+    num_timesteps = check_count("num_timesteps", num_timesteps)
+    train_max = check_count("train_max", train_max)
     subject = _as_subject(subject)
     n_labels = subject["label"].shape[0]
     if not num_timesteps <= train_max <= n_labels - num_timesteps:
@@ -181,7 +182,7 @@ def heart_rate_sequences(
             id, or a subject has fewer than ``num_timesteps`` labels.
         FileNotFoundError: If a path does not exist.
     """
-    num_timesteps = _check_positive_int("num_timesteps", num_timesteps)
+    num_timesteps = check_count("num_timesteps", num_timesteps)
     if isinstance(subjects, Mapping):
         named = [(name, _as_subject(subject)) for name, subject in subjects.items()]
     elif isinstance(subjects, (str, os.PathLike)) or not isinstance(subjects, Iterable):
@@ -209,7 +210,7 @@ def heart_rate_sequences(
 
 def _check_batch_options(batch_size: Any, seed: Any) -> int:
     """Checks the batching arguments shared by both builders; returns batch_size as an int."""
-    batch_size = _check_positive_int("batch_size", batch_size)
+    batch_size = check_count("batch_size", batch_size)
     if seed is not None and (
         isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0
     ):
@@ -318,10 +319,10 @@ def leave_one_subject_out(
         ValueError: If ``test_subject`` is not among them, it is the only subject, or another
             argument is outside its range. Malformed files raise when the data are read.
     """
-    num_timesteps = _check_positive_int("num_timesteps", num_timesteps)
+    num_timesteps = check_count("num_timesteps", num_timesteps)
     batch_size = _check_batch_options(batch_size, seed)
-    subjects_in_memory = _check_positive_int("subjects_in_memory", subjects_in_memory)
-    shuffle_buffer = _check_positive_int("shuffle_buffer", shuffle_buffer)
+    subjects_in_memory = check_count("subjects_in_memory", subjects_in_memory)
+    shuffle_buffer = check_count("shuffle_buffer", shuffle_buffer)
     files = find_subject_files(data_dir)
     if test_subject not in files:
         raise ValueError(f"test_subject must be one of {list(files)}, got {test_subject!r}.")

@@ -7,20 +7,14 @@ element at a time. The same values come out of two reshapes here: a mean over a
 
 from __future__ import annotations
 
-import numbers
 from typing import Any
 
 import numpy as np
 import tensorflow as tf
 
+from pydp_r._checks import check_count
+
 __all__ = ["average_and_make_sequences", "average_windows", "sliding_sequences"]
-
-
-def _check_positive_int(name: str, value: Any) -> int:
-    """Returns ``value`` as an int, or raises ValueError unless it is an integer >= 1."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
-    return int(value)
 
 
 def _as_2d_signal(data: Any, name: str = "data") -> np.ndarray:
@@ -63,7 +57,7 @@ def average_windows(data: Any, window_size_avg: int) -> np.ndarray:
         ValueError: If ``data`` is not 1-D/2-D numeric, holds non-finite values, or
             ``window_size_avg`` is not an integer in [1, samples].
     """
-    window_size_avg = _check_positive_int("window_size_avg", window_size_avg)
+    window_size_avg = check_count("window_size_avg", window_size_avg)
     signal = _as_2d_signal(data)
     num_samples, num_features = signal.shape
     if window_size_avg > num_samples:
@@ -93,7 +87,7 @@ def sliding_sequences(data: Any, num_timesteps: int) -> np.ndarray:
         ValueError: If ``data`` is not 1-D/2-D numeric, holds non-finite values, or
             ``num_timesteps`` is not an integer in [1, steps].
     """
-    num_timesteps = _check_positive_int("num_timesteps", num_timesteps)
+    num_timesteps = check_count("num_timesteps", num_timesteps)
     steps = _as_2d_signal(data).astype(np.float32, copy=False)
     if num_timesteps > steps.shape[0]:
         raise ValueError(
@@ -129,7 +123,7 @@ def average_and_make_sequences(
         ValueError: If ``data`` is not 1-D/2-D numeric or holds non-finite values, or either size
             is not a positive integer, or the data yields fewer than ``num_timesteps`` windows.
     """
-    _check_positive_int("num_timesteps", num_timesteps)
+    check_count("num_timesteps", num_timesteps)
     averaged = average_windows(data, window_size_avg)
     if num_timesteps > averaged.shape[0]:
         raise ValueError(

@@ -44,9 +44,6 @@ SEAM = "pydp_r/_keras_seam.py"
 # test fails until the entry goes). Format: "<file>: <what it reaches>" for private access,
 # "circle: <modules, sorted, joined by ' <-> '>" for import circles.
 KNOWN_VIOLATIONS = {
-    # data/heart_rate.py uses data/sequences.py's own integer check, which also refuses the
-    # integral floats R sends; both should call pydp_r._checks.check_count.
-    "pydp_r/data/heart_rate.py: from pydp_r.data.sequences import _check_positive_int",
     # optimizers.py imports train_step at its end (after its classes) and train_step imports
     # DPOptimizerMixin from optimizers: the DP train step should be installed explicitly where
     # it is needed (or the mixin move to a module both import), not by a bottom import.

@@ -93,14 +93,10 @@ def test_shared_audit_checks():
         checks.check_finite_scores("scores", [1, math.nan], 1)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pydp_r/data/sequences.py has its own integer check (_check_positive_int, 'got ...' "
-    "messages) that refuses the integral floats R sends; its owner switches it to "
-    "pydp_r._checks.check_count and removes this mark",
-)
 def test_sequences_take_counts_as_every_other_function_does():
     from pydp_r.data.sequences import sliding_sequences
 
     signal = np.arange(40, dtype=np.float32).reshape(20, 2)
     np.testing.assert_array_equal(sliding_sequences(signal, 12.0), sliding_sequences(signal, 12))
+    with pytest.raises(ValueError, match=r"num_timesteps must be a positive integer; received 2.5"):
+        sliding_sequences(signal, 2.5)

@@ -155,7 +155,7 @@ def test_unshuffled_and_drop_remainder(small):
         ({"train_max": 110}, "train_max"),  # 120 - 110 < 12 labels for testing
         ({"train_max": 0}, "train_max"),
         ({"num_timesteps": 0}, "num_timesteps"),
-        ({"num_timesteps": 2.0}, "num_timesteps"),
+        ({"num_timesteps": 2.5}, "num_timesteps"),
         ({"batch_size": 0}, "batch_size"),
         ({"seed": -1}, "seed"),
         ({"seed": 1.5}, "seed"),
