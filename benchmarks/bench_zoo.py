@@ -50,7 +50,55 @@ ZOO = {
     "group_norm": ("group_norm", 64, (32, 32, 3), None, 10),
     "depthwise_small": ("depthwise", 32, (24, 24, 8), None, 10),
     "depthwise": ("depthwise", 64, (32, 32, 16), None, 10),
+    # Real Keras code, unchanged (issue #27): keras.ops between layers, a user's composite
+    # layer, a subclassed model, wrappers.
+    "residual_transformer": ("residual_transformer", 64, (64,), 4000, 4),
+    "custom_layer": ("custom_layer", 64, (64,), 4000, 4),
+    "subclassed": ("subclassed", 64, (30, 16), None, 1),
+    "bidirectional": ("bidirectional", 32, (30, 8), None, 1),
+    "time_distributed": ("time_distributed", 64, (30, 16), None, 1),
 }
+
+
+def _real_code_classes():
+    """A user's layer (token and position embedding, as in Keras' text-classification example)
+    and a subclassed model, defined the way users write them (not registered anywhere)."""
+    import keras
+
+    class TokenAndPositionEmbedding(keras.layers.Layer):
+        def __init__(self, vocabulary, length, width, **kwargs):
+            super().__init__(**kwargs)
+            self.tokens = keras.layers.Embedding(vocabulary, width)
+            self.positions = keras.layers.Embedding(length, width)
+
+        def call(self, inputs):
+            positions = keras.ops.arange(keras.ops.shape(inputs)[-1])
+            return self.tokens(inputs) + self.positions(positions)
+
+    class ResidualRegressor(keras.Model):
+        def __init__(self, width):
+            super().__init__(name="residual_regressor")
+            self.inner = keras.layers.Dense(width, activation="relu")
+            self.mix = keras.layers.Dense(width)
+            self.norm = keras.layers.LayerNormalization()
+            self.head = keras.layers.Dense(1)
+
+        def call(self, inputs):
+            hidden = self.inner(inputs)
+            hidden = self.norm(hidden + self.mix(hidden))
+            return self.head(keras.ops.mean(hidden, axis=1))
+
+    return TokenAndPositionEmbedding, ResidualRegressor
+
+
+def _encoder_block(x, width):
+    """One transformer encoder block with `+` residuals (keras.ops, not Add layers)."""
+    import keras
+
+    layers = keras.layers
+    x = layers.LayerNormalization()(x + layers.MultiHeadAttention(4, width // 4)(x, x))
+    hidden = layers.Dense(width * 2, activation="relu")(x)
+    return layers.LayerNormalization()(x + layers.Dense(width)(hidden))
 
 
 def _build(name: str):
@@ -110,6 +158,23 @@ def _build(name: str):
         x = layers.Activation("relu")(layers.GroupNormalization(8 if large else 4)(x))
         x = layers.Conv2D(32 if large else 16, 3, strides=2, activation="relu")(x)
         x = layers.GlobalAveragePooling2D()(x)
+    elif family == "residual_transformer":
+        x = layers.Embedding(vocabulary, 64)(inputs)
+        x = keras.ops.mean(_encoder_block(x, 64), axis=1)
+    elif family == "custom_layer":
+        token_and_position, _ = _real_code_classes()
+        x = token_and_position(vocabulary, input_shape[0], 64)(inputs)
+        x = keras.ops.mean(_encoder_block(x, 64), axis=1)
+    elif family == "subclassed":
+        _, residual_regressor = _real_code_classes()
+        model = residual_regressor(64)
+        model(keras.ops.zeros((1, *input_shape)))
+        return model, "mse"
+    elif family == "bidirectional":
+        x = layers.Bidirectional(layers.LSTM(32))(inputs)
+    elif family == "time_distributed":
+        x = layers.TimeDistributed(layers.Dense(64, activation="relu"))(inputs)
+        x = layers.GlobalAveragePooling1D()(x)
     else:
         x = layers.DepthwiseConv2D(3, padding="same", activation="relu")(inputs)
         x = layers.DepthwiseConv2D(3, strides=2, activation="relu")(x)
@@ -151,17 +216,25 @@ def _data(name: str, steps: int):
     return x, y
 
 
-def time_interleaved(name: str, steps: int, repeats: int) -> dict[str, float | str]:
-    """Per-step seconds (medians over rounds), the median ratio, first-trace seconds, path."""
+def time_interleaved(
+    name: str, steps: int, repeats: int, general: bool = False
+) -> dict[str, float | str]:
+    """Per-step seconds (medians over rounds), the median ratio, first-trace seconds, path.
+
+    With `general`, DP takes the general path whatever the model (how models the fast path
+    declined were trained before they were proven per-example).
+    """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import numpy as np
 
     from pydp_r import fast_clipping
 
+    if general:
+        fast_clipping.takes_fast_path = lambda *args, **kwargs: False
     batch_size = ZOO[name][1]
     x, y = _data(name, steps)
     models = {kind: _compiled(name, kind) for kind in ("plain", "dp")}
-    reason = fast_clipping.unsupported_reason(models["dp"])
+    reason = "forced" if general else fast_clipping.unsupported_reason(models["dp"], x[:1])
     start = time.perf_counter()
     models["dp"].fit(x[:batch_size], y[:batch_size], batch_size=batch_size, verbose=0)
     first_trace = time.perf_counter() - start
@@ -211,11 +284,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", nargs="+", default=list(ZOO), choices=list(ZOO))
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--general", action="store_true", help="DP on the general path (the 'before' column)"
+    )
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory runs")
     parser.add_argument("--timing", metavar="MODEL", help=argparse.SUPPRESS)
     parser.add_argument("--memory", nargs=2, metavar=("MODEL", "KIND"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.timing:
-        print(json.dumps(time_interleaved(args.timing, args.steps, args.repeats)))
+        print(json.dumps(time_interleaved(args.timing, args.steps, args.repeats, args.general)))
         return 0
     if args.memory:
         print(json.dumps(peak_memory(*args.memory)))
@@ -228,9 +305,18 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name in args.models:
         timing = _in_subprocess(
-            "--timing", name, "--steps", str(args.steps), "--repeats", str(args.repeats)
+            "--timing",
+            name,
+            "--steps",
+            str(args.steps),
+            "--repeats",
+            str(args.repeats),
+            *(["--general"] if args.general else []),
         )
-        memory = {kind: _in_subprocess("--memory", name, kind) for kind in ("plain", "dp")}
+        if args.no_memory:
+            memory = {"plain": float("nan"), "dp": float("nan")}
+        else:
+            memory = {kind: _in_subprocess("--memory", name, kind) for kind in ("plain", "dp")}
         cells = [
             f"{name:17}",
             f"{ZOO[name][1]:>5}",
