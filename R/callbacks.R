@@ -21,7 +21,8 @@
 #' @param delta Target delta, a number in (0, 1). Defaults to `1e-5`.
 #' @param target_epsilon `NULL` (default: never stop) or an epsilon budget, a
 #'   number > 0.
-#' @param accountant `"rdp"` (default) or `"pld"`.
+#' @param accountant `"rdp"` (default) or `"pld"`, in any case, as in
+#'   [compute_epsilon()].
 #' @param ... Further named arguments for `pydp_r.PrivacyBudget`, such as
 #'   `ledger_path` (a file that keeps the ledger of steps taken).
 #'
@@ -34,16 +35,14 @@
 callback_privacy_budget <- function(n = NULL, batch_size = NULL, delta = 1e-5,
                                     target_epsilon = NULL, accountant = "rdp",
                                     ...) {
-  check_count(n, "n", null_ok = TRUE)
-  check_count(batch_size, "batch_size", null_ok = TRUE)
+  check_accounting_number(n, "n", null_ok = TRUE)
+  check_accounting_number(batch_size, "batch_size", null_ok = TRUE)
   if (!is.null(n) && !is.null(batch_size)) {
     check_n_and_batch_size(n, batch_size)
   }
-  check_number(delta, "delta", min = 0, max = 1, min_open = TRUE,
-               max_open = TRUE)
-  check_number(target_epsilon, "target_epsilon", min = 0, max = Inf,
-               min_open = TRUE, max_open = TRUE, null_ok = TRUE)
-  check_choice(accountant, "accountant", c("rdp", "pld"))
+  check_accounting_number(delta, "delta")
+  check_accounting_number(target_epsilon, "target_epsilon", null_ok = TRUE)
+  check_accountant(accountant)
   args <- supplied_args(match.call(expand.dots = FALSE), environment(),
                         integers = accounting_integer_args)
   call_core("PrivacyBudget", args, frame_call(environment()))

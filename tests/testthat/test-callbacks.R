@@ -15,6 +15,31 @@ test_that("bad callback arguments fail in R, naming the argument", {
                "`accountant`")
 })
 
+test_that("callback_privacy_budget() checks as compute_epsilon() does, accountant in any case", {
+  # The shared accounting checks: compute_epsilon()'s words for the same value.
+  for (bad in list(list(n = 0), list(batch_size = 2.5), list(delta = 1),
+                   list(target_epsilon = 0), list(accountant = "gdp"))) {
+    name <- names(bad)
+    arguments <- list(n = 100, batch_size = 10, noise_multiplier = 1, epochs = 1,
+                      delta = 1e-5, target_epsilon = 1, accountant = "rdp")
+    arguments[[name]] <- bad[[1]]
+    from_callback <- tryCatch(
+      do.call(callback_privacy_budget, arguments[c("n", "batch_size", "delta",
+                                                   "target_epsilon", "accountant")]),
+      pydpr_argument_error = conditionMessage
+    )
+    reference <- if (name == "target_epsilon") "compute_noise_multiplier" else "compute_epsilon"
+    used <- setdiff(names(formals(reference)), "used_microbatching")
+    from_accounting <- tryCatch(do.call(reference, arguments[used]),
+                                pydpr_argument_error = conditionMessage)
+    # The callback's n, batch_size and target_epsilon may also be NULL, and say so.
+    expect_identical(sub(" or NULL;", ";", from_callback, fixed = TRUE), from_accounting)
+  }
+  skip_if_no_core()
+  budget <- callback_privacy_budget(delta = 1e-5, accountant = "PLD")
+  expect_identical(budget$accountant, "pld")
+})
+
 test_that("callback_privacy_budget() makes pydp_r.PrivacyBudget with integer counts", {
   skip_if_no_core()
   budget <- callback_privacy_budget(n = 3989, batch_size = 32, delta = 1e-5,
