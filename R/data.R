@@ -269,27 +269,87 @@ heart_rate_arrays <- function(subject, train_max = 4000, num_timesteps = 12,
 #'   makes the batches of every epoch reproducible.
 #' @param steps `NULL` (default: `1 / sampling_rate`, rounded down, one epoch)
 #'   or the number of batches per epoch, a whole number >= 1.
+#' @param user_ids `NULL` (default: the privacy unit is the example) or one id
+#'   per example, a character or integer vector of length `n` without `NA`
+#'   (e.g. the `user_ids` of [heart_rate_sequences()]), for user-level DP:
+#'   each batch then includes each *user* with probability `sampling_rate`,
+#'   each sampled user brings up to `max_examples_per_user` of their examples
+#'   as one block that the DP optimizers clip as one unit, and
+#'   [callback_privacy_budget()] logs the epsilon per user. `sampling_rate`
+#'   and `max_batch_size` then count users.
+#' @param max_examples_per_user `NULL` (default) or, with `user_ids` (where it
+#'   is required), the most examples one user brings to a batch, a whole number
+#'   >= 1; a batch has `max_batch_size * max_examples_per_user` rows.
 #'
 #' @return A Python `tf.data.Dataset` of `(x, y, sample_weight)` batches.
+#' @seealso [synthetic_ppg_population()] and [heart_rate_sequences()] for data
+#'   with user ids.
 #' @export
 #' @examplesIf pydp_r_available()
 #' x <- matrix(rnorm(300), ncol = 3)
 #' y <- matrix(rnorm(100), ncol = 1)
 #' batches <- poisson_batches(list(x = x, y = y), sampling_rate = 0.1, seed = 1)
 #' batches$cardinality()
+#' # Per user: 20 users with 5 examples each, 4 of them per sampled user.
+#' users <- rep(sprintf("user%02d", 1:20), each = 5)
+#' per_user <- poisson_batches(list(x = x, y = y), sampling_rate = 0.25,
+#'                             user_ids = users, max_examples_per_user = 4,
+#'                             seed = 1)
+#' per_user$cardinality()
 poisson_batches <- function(data, sampling_rate, max_batch_size = NULL,
-                            seed = NULL, steps = NULL) {
+                            seed = NULL, steps = NULL, user_ids = NULL,
+                            max_examples_per_user = NULL) {
   check_training_data(data)
   check_number(sampling_rate, "sampling_rate", min = 0, max = 1,
                min_open = TRUE)
   check_count(max_batch_size, "max_batch_size", null_ok = TRUE)
   check_count(seed, "seed", min = 0, null_ok = TRUE)
   check_count(steps, "steps", null_ok = TRUE)
+  check_user_ids(user_ids)
+  check_count(max_examples_per_user, "max_examples_per_user", null_ok = TRUE)
+  if (!is.null(user_ids) && is.null(max_examples_per_user)) {
+    argument_error("max_examples_per_user",
+                   "a whole number >= 1 when user_ids is given",
+                   max_examples_per_user, frame_call(environment()))
+  }
   args <- supplied_args(match.call(expand.dots = FALSE), environment(),
-                        integers = c("max_batch_size", "seed", "steps"))
+                        integers = c("max_batch_size", "seed", "steps",
+                                     "max_examples_per_user"))
   args$data <- training_data_for_python(data)
+  if (!is.null(user_ids)) {
+    args$user_ids <- as_numpy_array(user_ids_for_python(user_ids))
+  }
   call_core("poisson_batches", args, frame_call(environment()),
             submodule = "data")
+}
+
+check_user_ids <- function(x, call = frame_call(parent.frame())) {
+  if (is.null(x)) {
+    return(invisible(x))
+  }
+  ok <- (is.character(x) || is.numeric(x) || is.factor(x)) &&
+    is.null(dim(x)) && length(x) >= 1L && !anyNA(x)
+  if (is.numeric(x) && ok) {
+    ok <- all(is.finite(x)) && all(x == trunc(x)) &&
+      all(abs(x) <= .Machine$integer.max)
+  }
+  if (!ok) {
+    argument_error("user_ids",
+                   "NULL or a character or integer vector, one id per example, no NA",
+                   x, call)
+  }
+  invisible(x)
+}
+
+# Factors go as their labels, whole numbers as integers (not floats).
+user_ids_for_python <- function(ids) {
+  if (is.factor(ids)) {
+    return(as.character(ids))
+  }
+  if (is.numeric(ids)) {
+    return(as.integer(ids))
+  }
+  ids
 }
 
 check_training_data <- function(x, call = frame_call(parent.frame())) {

@@ -186,6 +186,60 @@ test_that("bad poisson_batches() arguments fail in R, naming the argument", {
   expect_error(poisson_batches(data, 0.1, max_batch_size = 2.5), "`max_batch_size`")
   expect_error(poisson_batches(data, 0.1, seed = -1), "`seed`")
   expect_error(poisson_batches(data, 0.1, steps = 0), "`steps`")
+  expect_error(poisson_batches(data, 0.1, user_ids = c("a", NA, rep("b", 8)),
+                               max_examples_per_user = 2), "`user_ids`")
+  expect_error(poisson_batches(data, 0.1, user_ids = rep(1.5, 10),
+                               max_examples_per_user = 2), "`user_ids`")
+  expect_error(poisson_batches(data, 0.1, user_ids = rep("a", 10)),
+               "`max_examples_per_user` must be a whole number >= 1 when user_ids",
+               fixed = TRUE)
+  expect_error(poisson_batches(data, 0.1, user_ids = rep("a", 10),
+                               max_examples_per_user = 0), "`max_examples_per_user`")
+})
+
+test_that("poisson_batches() takes R user ids; a fit is then accounted per user", {
+  skip_if_no_core()
+  data <- regression_data(n = 120)
+  # 30 users with 4 examples each, in a scrambled order; as characters and as integers.
+  set.seed(2)
+  users <- sample(rep(1:30, each = 4))
+  names <- sprintf("wearer%02d", users)
+  by_name <- poisson_batches(data, sampling_rate = 0.2, user_ids = names,
+                             max_examples_per_user = 3, seed = 5)
+  by_number <- poisson_batches(data, sampling_rate = 0.2, user_ids = users,
+                               max_examples_per_user = 3, seed = 5)
+  sampling <- by_name$pydp_r_poisson_sampling
+  expect_identical(sampling$unit, "user")
+  expect_identical(sampling$n, 30L)
+  expect_identical(sampling$examples_per_unit, 3L)
+  first <- function(batches) lapply(first_batch(batches), as_r_array)
+  expect_identical(first(by_name), first(by_number))
+  # Each block of 3 rows holds one user's examples (or padding).
+  batch <- first(by_name)
+  owner <- function(row) users[which(apply(data$x, 1, function(r) all(abs(r - row) < 1e-6)))]
+  for (block in seq_len(nrow(batch[[1]]) / 3)) {
+    rows <- (3 * block - 2):(3 * block)
+    real <- rows[batch[[3]][rows] > 0]
+    expect_lte(length(unique(unlist(lapply(real, function(r) owner(batch[[1]][r, ]))))), 1L)
+  }
+
+  model <- linear_model()
+  model$compile(optimizer = optimizer_dp_sgd(l2_norm_clip = 1, noise_multiplier = 1.1,
+                                             learning_rate = 0.1),
+                loss = "mse")
+  history <- model$fit(by_name, epochs = 2L, verbose = 0L, shuffle = FALSE,
+                       callbacks = list(callback_privacy_budget(delta = 1e-3)))
+  ledger <- model$optimizer$privacy_ledger
+  expect_identical(ledger$unit, "user")
+  segment <- ledger$segments[[1]]
+  expect_identical(segment$n, 30L)
+  expect_identical(segment$examples_per_unit, 3L)
+  expect_identical(segment$steps, 10L) # 2 epochs of floor(1 / 0.2) steps
+  logged <- unlist(history$history$epsilon)
+  expect_equal(logged[[2]], ledger$epsilon(1e-3, "pld"), tolerance = 1e-6)
+  expect_equal(logged[[2]], compute_epsilon(n = 30, batch_size = 6, noise_multiplier = 1.1,
+                                            epochs = 2, delta = 1e-3, accountant = "pld"),
+               tolerance = 0.05)
 })
 
 test_that("poisson_batches() from R arrays equals Python's batches for the same seed", {
