@@ -490,6 +490,19 @@ class DPOptimizerMixin:
             gradients.append(noisy_sum / tf.cast(global_units, gradient_sum.dtype))
         return gradients
 
+    def apply_gradients(self, grads_and_vars: Any) -> Any:
+        """Apply `(gradient, variable)` pairs; the gradients must be exactly those the last
+        `compute_dp_gradients` returned (anything else is refused, malformed input included)."""
+        try:
+            pairs = list(grads_and_vars)
+            well_formed = all(isinstance(pair, (tuple, list)) and len(pair) == 2 for pair in pairs)
+        except TypeError:  # not iterable (a single tensor)
+            well_formed = False
+        if not well_formed or not pairs:
+            _pending_private_gradients().pop(id(self), None)
+            raise RuntimeError(_AGGREGATED_GRADIENTS_MESSAGE.format(name=type(self).__name__))
+        return super().apply_gradients(pairs)
+
     def apply(self, grads: Sequence[Any], trainable_variables: Sequence[Any] | None = None) -> Any:
         """Apply exactly the gradients the last `compute_dp_gradients` returned; refuses others."""
         private = _pending_private_gradients().pop(id(self), None)

@@ -574,3 +574,14 @@ def test_an_example_with_nan_or_inf_contributes_nothing():
     for got, want in zip(update, reference, strict=True):
         np.testing.assert_allclose(got, -want, rtol=1e-4, atol=1e-6)
     assert model.optimizer.non_finite_examples == 2
+
+
+@pytest.mark.parametrize(
+    "malformed",
+    [tf.constant(0.5), [tf.constant(0.5)], tf.Variable([0.0]), []],
+    ids=["scalar", "list-without-variables", "variable", "empty"],
+)
+def test_malformed_apply_gradients_gets_the_dp_refusal(malformed):
+    optimizer = pydp_r.DPSGD(1.0, 1.0)
+    with pytest.raises(RuntimeError, match="aggregated gradients"):
+        optimizer.apply_gradients(malformed)
