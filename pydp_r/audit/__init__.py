@@ -2,6 +2,8 @@
 
 - `audit_optimizer_step`: one DP step on neighbouring batches, many trials, the best
   threshold test turned into an epsilon lower bound, compared with the accountant's epsilon.
+- `audit_user_level_step`: the same with one whole user (many examples) removed, for the
+  user-level step, against the per-user claim.
 - `canary_exposure_experiment`, `exposure`: memorization of an inserted secret (Secret Sharer).
 - `membership_inference`: loss-threshold attack, AUC and implied epsilon lower bound.
 - `epsilon_lower_bound`, `clopper_pearson_interval`, `gaussian_epsilon`: the statistics.
@@ -38,6 +40,7 @@ _LAZY_NAMES = {
     "run_audit_report": "pydp_r.audit.report",
     "StepAudit": "pydp_r.audit.step",
     "audit_optimizer_step": "pydp_r.audit.step",
+    "audit_user_level_step": "pydp_r.audit.step",
 }
 
 __all__ = [
@@ -48,6 +51,7 @@ __all__ = [
     "ThresholdAudit",
     "accountant_epsilon_one_step",
     "audit_optimizer_step",
+    "audit_user_level_step",
     "canary_exposure_experiment",
     "clopper_pearson_interval",
     "epsilon_from_error_rates",

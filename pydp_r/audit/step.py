@@ -14,6 +14,14 @@ threshold test then gives an empirical epsilon lower bound (`pydp_r.audit.bounds
 with the accountant's epsilon for one step without sampling. A bound above the claim means the
 implementation leaks more than it promises.
 
+User-level adjacency (`audit_user_level_step`): the neighbouring batches differ in one whole
+user, a block of many examples that the user-level step (what `fit()` runs on
+`poisson_batches(..., user_ids=...)`) clips as one unit: a canary user whose examples all have
+gradients far above `l2_norm_clip` in one direction, or a null user whose examples have zero
+gradient. The accountant's claim per user is one Gaussian mechanism of sensitivity
+`l2_norm_clip`; a step that clipped each example instead would move by up to `m` times that
+for a user of `m` examples.
+
 All trials of one side run in one `tf.function` loop, so thousands take seconds.
 """
 
@@ -160,6 +168,42 @@ def _audit_problem(
     y_without = np.concatenate([y, y_null]).astype(np.float32)
     x_with = np.concatenate([x, x_canary]).astype(np.float32)
     y_with = np.concatenate([y, y_canary]).astype(np.float32)
+    return model, x_without, y_without, x_with, y_with
+
+
+def _user_audit_problem(
+    num_features: int,
+    num_users: int,
+    examples_per_user: int,
+    l2_norm_clip: float,
+    canary_gradient_norm: float,
+    seed: int,
+) -> tuple[keras.Model, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Tiny linear regression model and two batches that differ in their last user.
+
+    Each batch is `num_users` blocks of `examples_per_user` rows, one user each (the layout of
+    user-level `poisson_batches`). The last block is the null user (every example with zero
+    gradient) or the canary user (every example with the same gradient, of norm
+    `canary_gradient_norm * l2_norm_clip`, so that clipping each example alone would move the
+    step by `examples_per_user * l2_norm_clip`). Returns `(model, x_without, y_without,
+    x_with, y_with)`.
+    """
+    model, x_without, y_without, x_with, y_with = _audit_problem(
+        num_features, 2, l2_norm_clip, canary_gradient_norm, False, seed
+    )
+    rng = np.random.default_rng(seed + 1)
+    rows = (num_users - 1) * examples_per_user
+    x = rng.normal(size=(rows, num_features)).astype(np.float32)
+    y = rng.normal(size=(rows, 1)).astype(np.float32)
+
+    def with_last_user(x_last: np.ndarray, y_last: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        block_x = np.repeat(x_last, examples_per_user, axis=0)
+        block_y = np.repeat(y_last, examples_per_user, axis=0)
+        return np.concatenate([x, block_x]), np.concatenate([y, block_y])
+
+    # The null and canary examples are those of the example-level problem, repeated.
+    x_without, y_without = with_last_user(x_without[-1:], y_without[-1:])
+    x_with, y_with = with_last_user(x_with[-1:], y_with[-1:])
     return model, x_without, y_without, x_with, y_with
 
 
@@ -338,4 +382,104 @@ def audit_optimizer_step(
         sensitivity=sensitivity,
         delta=float(delta),
         mode=mode,
+    )
+
+
+def audit_user_level_step(
+    optimizer: Any,
+    num_trials: int = 2000,
+    delta: float = 1e-5,
+    confidence: float = 0.95,
+    num_users: int = 4,
+    examples_per_user: int = 8,
+    num_features: int = 4,
+    canary_gradient_norm: float = 100.0,
+    seed: int = 0,
+) -> StepAudit:
+    """Empirical epsilon lower bound of one user-level DP step, removing one whole user.
+
+    Runs the training step `fit()` runs on user-level Poisson batches (each user's block of
+    rows clipped as one unit) on two batches that differ in one user of `examples_per_user`
+    examples (see the module docstring), and compares the best threshold test's epsilon
+    lower bound with the accountant's per-user claim: one unsampled Gaussian step of
+    sensitivity `l2_norm_clip`.
+
+    Args:
+        optimizer: A pydp_r DP optimizer without microbatches or gradient accumulation and
+            with `noise_multiplier > 0`; copied through its config.
+        num_trials: Trials per batch (with and without the canary user), integer >= 8.
+        delta: Delta of the claim and of the bounds, in (0, 1).
+        confidence: Probability with which each lower bound holds, in (0, 1).
+        num_users: Users (blocks) per batch, the canary or null user included, integer >= 2.
+        examples_per_user: Rows per user, integer >= 1.
+        num_features: Input features of the audited linear model, integer >= 1.
+        canary_gradient_norm: Each canary example's gradient norm in units of
+            `l2_norm_clip`, > 1.
+        seed: Seeds the model, the batches and the noise.
+
+    Returns:
+        A `StepAudit` (mode "user_step", sensitivity 1 per user); `.summary()` prints it.
+
+    Raises:
+        ValueError: For an argument outside its range, or an optimizer with microbatches.
+    """
+    num_trials = check_count("num_trials", num_trials, 8)
+    num_users = check_count("num_users", num_users, 2)
+    examples_per_user = check_count("examples_per_user", examples_per_user)
+    num_features = check_count("num_features", num_features)
+    seed = check_count("seed", seed, 0)
+    delta = check_open_probability("delta", delta)
+    confidence = check_open_probability("confidence", confidence)
+    canary_gradient_norm = check_real(
+        "canary_gradient_norm",
+        canary_gradient_norm,
+        "a finite number > 1 (in units of l2_norm_clip)",
+        lambda x: 1 < x < math.inf,
+    )
+    optimizer = _clone_optimizer(optimizer, seed)
+    if optimizer.num_microbatches is not None:
+        raise ValueError(
+            "optimizer must have num_microbatches=None for a user-level audit (user-level "
+            f"batches clip each user as one unit); received {optimizer.num_microbatches!r}."
+        )
+    claimed = bounds.accountant_epsilon_one_step(optimizer.noise_multiplier, delta)
+    exact = bounds.gaussian_epsilon(optimizer.noise_multiplier, delta)
+
+    tf.random.set_seed(seed)
+    model, x_without, y_without, x_with, y_with = _user_audit_problem(
+        num_features,
+        num_users,
+        examples_per_user,
+        optimizer.l2_norm_clip,
+        canary_gradient_norm,
+        seed,
+    )
+    direction = _canary_direction(model, x_with[-1:], y_with[-1:])
+    # What fit() sets for user-level poisson_batches: the traced step reads it.
+    optimizer.user_blocks = (num_users, examples_per_user)
+    run = _trial_runner(optimizer, model, direction, num_trials, "train_step")
+    scores_without = run(x_without, y_without)
+    scores_with = run(x_with, y_with)
+    dp_audit = bounds.epsilon_lower_bound(
+        scores_without, scores_with, delta, confidence, method="dp"
+    )
+    gdp_audit = bounds.epsilon_lower_bound(
+        scores_without, scores_with, delta, confidence, method="gdp"
+    )
+    lower_bound = max(dp_audit.epsilon_lower_bound, gdp_audit.epsilon_lower_bound)
+    return StepAudit(
+        claimed_epsilon=claimed,
+        exact_epsilon=exact,
+        dp=dp_audit,
+        gdp=gdp_audit,
+        epsilon_lower_bound=lower_bound,
+        ratio=lower_bound / claimed,
+        passed=lower_bound <= claimed,
+        scores_without=scores_without,
+        scores_with=scores_with,
+        noise_multiplier=optimizer.noise_multiplier,
+        l2_norm_clip=optimizer.l2_norm_clip,
+        sensitivity=1.0,
+        delta=float(delta),
+        mode="user_step",
     )

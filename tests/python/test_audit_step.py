@@ -156,3 +156,56 @@ def test_audit_rejects_bad_arguments():
         step.audit_optimizer_step(pydp_r.DPSGD(1.0, 1.0), mode="eager")
     with pytest.raises(ValueError, match="canary_gradient_norm"):
         step.audit_optimizer_step(pydp_r.DPSGD(1.0, 1.0), canary_gradient_norm=0.5)
+
+
+class _PerExampleInUserBatchesDPSGD(pydp_r.DPSGD):
+    """Mutant: ignores the user blocks fit() sets and clips every example on its own, so a
+    user of m examples moves the step by up to m * C."""
+
+    @property
+    def user_blocks(self):
+        return None
+
+    @user_blocks.setter
+    def user_blocks(self, value):
+        pass
+
+
+def test_user_level_step_removing_a_whole_user_stays_within_the_per_user_claim():
+    learning_rate, num_users = 0.1, 4
+    result = step.audit_user_level_step(
+        pydp_r.DPSGD(1.0, NOISE_MULTIPLIER, learning_rate=learning_rate),
+        num_trials=2000,
+        delta=DELTA,
+        num_users=num_users,
+        examples_per_user=8,
+    )
+    assert result.passed and result.mode == "user_step" and result.sensitivity == 1.0
+    assert result.ratio > 0.6  # close to the claim: the user moves the step by C, not less
+    # The update is learning_rate * (clipped sum + noise) / users: a user of 8 examples far
+    # above the clip shifts it by one C, in noise of std noise_multiplier * C.
+    shift = np.mean(result.scores_with) - np.mean(result.scores_without)
+    assert shift == pytest.approx(learning_rate / num_users, rel=0.1)
+    assert np.std(result.scores_without) == pytest.approx(
+        NOISE_MULTIPLIER * learning_rate / num_users, rel=0.05
+    )
+
+
+def test_user_level_audit_catches_clipping_per_example_instead_of_per_user():
+    result = step.audit_user_level_step(
+        _PerExampleInUserBatchesDPSGD(1.0, NOISE_MULTIPLIER, learning_rate=0.1),
+        num_trials=300,
+        delta=DELTA,
+        examples_per_user=8,
+    )
+    assert not result.passed
+    assert result.ratio > 2
+    # Eight examples clipped one by one: the statistic moves by about 8 noise std, not 1.
+    assert result.gdp.mu_lower_bound > 3
+
+
+def test_user_level_audit_rejects_microbatches_and_bad_sizes():
+    with pytest.raises(ValueError, match="num_microbatches=None"):
+        step.audit_user_level_step(pydp_r.DPSGD(1.0, 1.0, num_microbatches=2), num_trials=8)
+    with pytest.raises(ValueError, match="num_users must be an integer >= 2; received 1"):
+        step.audit_user_level_step(pydp_r.DPSGD(1.0, 1.0), num_users=1)
