@@ -32,7 +32,7 @@ clipping_report <- function(model, x = NULL) {
   args <- supplied_args(match.call(expand.dots = FALSE), environment())
   names(args)[names(args) == "x"] <- "inputs"
   report <- call_core("clipping_report", args, frame_call(environment()),
-                      submodule = "fast_clipping", convert = FALSE)
+                      submodule = "step.fast_clipping", convert = FALSE)
   columns <- reticulate::py_to_r(report$to_columns())
   frame <- data.frame(
     lapply(columns, function(column) as.character(unlist(column))),

@@ -104,7 +104,7 @@ def _data(name: str, steps: int):
 
 def _force_general_path(general_models: set[int]) -> None:
     """Send the models whose ids are in `general_models` to the general per-example path."""
-    from pydp_r import fast_clipping
+    from pydp_r.step import fast_clipping
 
     fast_path_reason = fast_clipping.unsupported_reason
 

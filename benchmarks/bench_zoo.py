@@ -227,7 +227,7 @@ def time_interleaved(
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import numpy as np
 
-    from pydp_r import fast_clipping
+    from pydp_r.step import fast_clipping
 
     if general:
         fast_clipping.takes_fast_path = lambda *args, **kwargs: False

@@ -103,7 +103,7 @@ _LAZY_NAMES = {
     "PlanCandidate": "pydp_r.planner",
     "plan_dp_training": "pydp_r.planner",
     "ParameterAveraging": "pydp_r.averaging",
-    "clipping_report": "pydp_r.fast_clipping",
+    "clipping_report": "pydp_r.step.fast_clipping",
 }
 _LAZY_MODULES = ("accounting", "audit", "data", "ledger", "tensorflow_privacy")
 
@@ -163,7 +163,6 @@ if TYPE_CHECKING:
     from pydp_r.averaging import ParameterAveraging
     from pydp_r.batch_norm import replace_batch_norm
     from pydp_r.callbacks import PrivacyBudget, ShuffledBatchesWarning
-    from pydp_r.fast_clipping import clipping_report
     from pydp_r.ledger import PrivacyLedger
     from pydp_r.optimizers import (
         DPSGD,
@@ -179,3 +178,4 @@ if TYPE_CHECKING:
         make_dp_optimizer_class,
     )
     from pydp_r.planner import DPTrainingPlan, PlanCandidate, plan_dp_training
+    from pydp_r.step.fast_clipping import clipping_report

@@ -313,7 +313,10 @@ def install(
 
     `before_fit(model, arguments)` gets `fit()`'s bound arguments by name, may change them in
     place (e.g. add a callback), and returns a function run when `fit()` ends, also by an
-    exception or an interrupt. Other models run Keras' own code. Idempotent.
+    exception or an interrupt. Other models run Keras' own `fit()` and `train_step`; for every
+    model, the two multi-worker work-arounds below replace `_maybe_symbolic_build` and
+    `reduce_per_replica` (they change nothing outside MultiWorkerMirroredStrategy), and the
+    BatchMatMulV2 and BiasAdd pfor converters above apply process-wide. Idempotent.
     """
 
     def train_step(self: keras.Model, data: Any) -> Any:
@@ -397,7 +400,7 @@ def functional_model_class() -> type:
     return Functional
 
 
-# --- Reading a model's call graph (used by `pydp_r.fast_clipping` to prove it per-example) ---
+# --- Reading a model's call graph (used by `pydp_r.step.fast_clipping` to prove it per-example) ---
 
 
 class GraphCall(NamedTuple):

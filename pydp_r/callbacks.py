@@ -2,7 +2,7 @@
 stop before a budget is exceeded.
 
 `fit()` of a model with a DP optimizer always runs a `LedgerRecorder` (added by
-`pydp_r.train_step`), which fills `optimizer.privacy_ledger` from the input `fit()` consumed and
+`pydp_r.step`), which fills `optimizer.privacy_ledger` from the input `fit()` consumed and
 the optimizer's own counters. `PrivacyBudget` is the user's view of that ledger.
 """
 
@@ -198,7 +198,7 @@ def _dp_optimizer_of(model: keras.Model) -> Any:
 class LedgerRecorder(keras.callbacks.Callback):
     """Attributes the noisy releases of one `fit()` to what it trained on, in the ledger.
 
-    Added to every `fit()` of a DP model by `pydp_r.train_step`; not for users to add. The
+    Added to every `fit()` of a DP model by `pydp_r.step`; not for users to add. The
     optimizer counts its releases in the step itself; this callback says which mechanism they
     were (Poisson batches, shuffled passes) and commits them at each epoch end and when `fit()`
     ends, however it ends. Mid-epoch, `open_segment()` is the running epoch, which the

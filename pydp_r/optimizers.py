@@ -2,8 +2,8 @@
 
 A DP optimizer replaces the one in `model.compile(optimizer=...)`; nothing else changes. Keras 3's
 trainer hands an optimizer only the batch's aggregated gradient, which carries no per-example bound,
-so `pydp_r` routes `fit()`'s training step for models compiled with a DP optimizer through
-`pydp_r.train_step`, which computes per-example gradients and calls `compute_dp_gradients`.
+so making a DP optimizer installs `pydp_r.step`, which routes `fit()`'s training step for models
+compiled with one through per-example clipping and the optimizer's `private_gradients`.
 Aggregated gradients handed to a DP optimizer any other way are refused with an error.
 
 Every noisy release is counted in the step that makes it, by a counter that lives only in this
@@ -26,8 +26,9 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from pydp_r import _keras_seam, clipping, ledger
+from pydp_r import _keras_seam, ledger, step
 from pydp_r._checks import check_count, check_eager_execution, check_noise_multiplier, check_real
+from pydp_r.step import clipping
 
 # Largest noise std (noise_multiplier * l2_norm_clip) that stays finite in float32 after
 # loss scaling.
@@ -171,6 +172,7 @@ class DPOptimizerMixin:
             noise_seed = check_count("noise_seed", noise_seed, minimum=0)
         kwargs.setdefault("name", self._default_name)
         super().__init__(*args, **kwargs)
+        step.install()  # fit() of a model compiled with this optimizer runs the DP step
         # Fixed at construction: the traced training step bakes them in, and the privacy
         # ledger reads these same values (read-only properties below).
         self._l2_norm_clip = l2_norm_clip
@@ -270,7 +272,7 @@ class DPOptimizerMixin:
             name="lineage",
         )
 
-    def _count_examples(self, batch_size: tf.Tensor) -> None:
+    def count_examples(self, batch_size: tf.Tensor) -> None:
         """Record a processed batch of `batch_size` rows (per replica) for the ledger."""
         global_rows = (
             tf.cast(batch_size, tf.int64) * tf.distribute.get_strategy().num_replicas_in_sync
@@ -586,7 +588,3 @@ DPKerasSGDOptimizer = DPSGD
 DPKerasAdamOptimizer = DPAdam
 DPKerasAdagradOptimizer = DPAdagrad
 DPKerasRMSpropOptimizer = DPRMSprop
-
-# Route fit() of models compiled with these optimizers through the DP step (the module needs
-# the classes above, hence the import at the end).
-from pydp_r import train_step as _train_step  # noqa: E402, F401

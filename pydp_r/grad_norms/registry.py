@@ -24,10 +24,10 @@ import tensorflow as tf
 
 
 class NotSupported(Exception):
-    """The model needs the general per-example path (`pydp_r.clipping`).
+    """The model needs the general per-example path (`pydp_r.step.clipping`).
 
     Raised by the fast path, or by a rule that finds at trace time that it cannot handle a
-    call; `pydp_r.fast_clipping.NotSupported` is this class.
+    call; `pydp_r.step.fast_clipping.NotSupported` is this class.
     """
 
 

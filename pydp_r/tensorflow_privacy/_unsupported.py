@@ -49,7 +49,7 @@ _V1_OPTIMIZER = _Reason(
 )
 _REGISTRY = _Reason(
     "TF Privacy's fast gradient clipping needs a layer registry passed in; pydp_r chooses its "
-    "ghost-norm clipping (pydp_r.fast_clipping) by itself for the layers it supports.",
+    "ghost-norm clipping (pydp_r.step.fast_clipping) by itself for the layers it supports.",
     "DPModel / DPSequential without layer_registry, or any model compiled with a pydp_r DP "
     "optimizer: the fast path is taken automatically",
 )

@@ -43,12 +43,7 @@ SEAM = "pydp_r/_keras_seam.py"
 # Known violations, each to be removed by the owner of its file when fixed (and then this
 # test fails until the entry goes). Format: "<file>: <what it reaches>" for private access,
 # "circle: <modules, sorted, joined by ' <-> '>" for import circles.
-KNOWN_VIOLATIONS = {
-    # optimizers.py imports train_step at its end (after its classes) and train_step imports
-    # DPOptimizerMixin from optimizers: the DP train step should be installed explicitly where
-    # it is needed (or the mixin move to a module both import), not by a bottom import.
-    "circle: pydp_r.optimizers <-> pydp_r.train_step",
-}
+KNOWN_VIOLATIONS: set[str] = set()
 
 
 def _module_files() -> dict[str, Path]:

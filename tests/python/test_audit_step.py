@@ -8,8 +8,8 @@ import pytest
 import tensorflow as tf
 
 import pydp_r
-from pydp_r import clipping, fast_clipping
 from pydp_r.audit import step
+from pydp_r.step import clipping, fast_clipping
 
 # Statistical, end-to-end or multi-process: the slow tier (`make test-fast` skips it).
 pytestmark = pytest.mark.slow

@@ -7,7 +7,7 @@ import tensorflow as tf
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pydp_r import clipping
+from pydp_r.step import clipping
 
 
 def test_clip_factors_leave_small_norms_and_scale_large_ones_to_the_bound():

@@ -12,8 +12,9 @@ import tensorflow as tf
 from test_grad_norms import BATCH, _targets, assert_rule_matches_general_path
 
 import pydp_r
-from pydp_r import fast_clipping, grad_norms
+from pydp_r import grad_norms
 from pydp_r.grad_norms import registry
+from pydp_r.step import fast_clipping
 
 SHAPE = (6, 4)
 

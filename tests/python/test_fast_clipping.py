@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 import pydp_r
-from pydp_r import clipping, fast_clipping
+from pydp_r.step import clipping, fast_clipping
 
 
 def both_paths(model, x, y, clip, num_microbatches=None, sample_weight=None):

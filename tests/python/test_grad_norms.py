@@ -1,7 +1,7 @@
 """Every per-layer rule (and every layer the registry declares per-example) on one harness.
 
 For each case the fast path's per-unit squared gradient norms and clipped gradient sums must
-equal the general path's (`pydp_r.clipping`, which forms each unit's gradient on that unit
+equal the general path's (`pydp_r.step.clipping`, which forms each unit's gradient on that unit
 alone), with the clip bound binding for some units, in five variants: one unit per example,
 microbatches, sample weights, a batch size unknown at trace time, and XLA (jit_compile=True).
 """
@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pydp_r import _keras_seam, clipping, fast_clipping, grad_norms
+from pydp_r import _keras_seam, grad_norms
 from pydp_r.grad_norms import embedding, registry
+from pydp_r.step import clipping, fast_clipping
 
 VARIANTS = ("examples", "microbatches", "sample_weights", "unknown_batch", "jit")
 BATCH = 8
@@ -42,9 +43,9 @@ def _spied_fast_path(model, loss, clip, num_microbatches):
 
 def _general_path(model, loss, x, targets, clip, num_microbatches):
     """The definition: each unit's gradient of its loss computed on that unit alone, clipped
-    (`pydp_r.clipping.clip_factors`) and summed.
+    (`pydp_r.step.clipping.clip_factors`) and summed.
 
-    What `pydp_r.clipping.clipped_gradient_sum` computes vectorized; here a Python loop over
+    What `pydp_r.step.clipping.clipped_gradient_sum` computes vectorized; here a Python loop over
     units, because TensorFlow 2.21's vectorization (pfor) of some einsums, e.g. those inside
     MultiHeadAttention, corrupts the heap and aborts the process.
     """

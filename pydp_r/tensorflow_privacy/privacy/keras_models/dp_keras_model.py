@@ -24,7 +24,6 @@ from typing import Any
 
 import keras
 
-import pydp_r.train_step  # noqa: F401  (routes fit() of models with a DP optimizer to the DP step)
 from pydp_r import _keras_seam
 from pydp_r._checks import check_count, check_real
 from pydp_r.optimizers import DPOptimizerMixin
@@ -163,7 +162,7 @@ def make_dp_model_class(cls: type) -> type:
                 raise ValueError(
                     f"layer_registry must be None; received {layer_registry!r}. pydp_r takes "
                     "its fast (ghost-norm) clipping path by itself for the layers it supports "
-                    "(pydp_r.fast_clipping); TF Privacy's layer registries do not apply."
+                    "(pydp_r.step.fast_clipping); TF Privacy's layer registries do not apply."
                 )
             super().__init__(*args, **kwargs)
             self._dp_settings = settings

@@ -17,7 +17,6 @@ unroll_microbatches=False, <tf.compat.v1.train optimizer arguments>)`:
 
 from __future__ import annotations
 
-import pydp_r.train_step  # noqa: F401  (routes fit() of models with a DP optimizer to the DP step)
 from pydp_r.tensorflow_privacy import _unsupported
 from pydp_r.tensorflow_privacy.privacy.optimizers import _translated
 

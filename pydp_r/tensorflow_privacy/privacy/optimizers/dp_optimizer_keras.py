@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import keras
 
-import pydp_r.train_step  # noqa: F401  (routes fit() of models with a DP optimizer to the DP step)
 from pydp_r import optimizers
 from pydp_r.tensorflow_privacy import _unsupported
 

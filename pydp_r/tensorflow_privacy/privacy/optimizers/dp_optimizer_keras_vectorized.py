@@ -10,7 +10,6 @@ gradient defined), not `gradient_accumulation_steps`, and the rest go to the Ker
 
 from __future__ import annotations
 
-import pydp_r.train_step  # noqa: F401  (routes fit() of models with a DP optimizer to the DP step)
 from pydp_r import optimizers
 from pydp_r.tensorflow_privacy.privacy.optimizers import _translated
 

@@ -9,7 +9,6 @@ arguments>)`, renamed to Keras 3's as in `dp_optimizer`. `make_vectorized_optimi
 
 from __future__ import annotations
 
-import pydp_r.train_step  # noqa: F401  (routes fit() of models with a DP optimizer to the DP step)
 from pydp_r.tensorflow_privacy import _unsupported
 from pydp_r.tensorflow_privacy.privacy.optimizers import _translated
 

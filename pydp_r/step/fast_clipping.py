@@ -16,7 +16,7 @@ per layer which path it takes and why): a functional model's layers and the `ker
 operations between them, and the `call` of subclassed models and of layers the registry does
 not know, traced on symbolic tensors. Models this cannot handle exactly (a layer or operation
 not known to be per-example, shared layers, regularization or `add_loss` terms) use
-`pydp_r.clipping` instead.
+`pydp_r.step.clipping` instead.
 """
 
 from __future__ import annotations
@@ -33,9 +33,9 @@ import tensorflow as tf
 
 from pydp_r import _keras_seam, grad_norms
 from pydp_r._keras_seam import Functional
-from pydp_r.clipping import clip_factors, split_into_microbatches, split_units
+from pydp_r.step.clipping import clip_factors, split_into_microbatches, split_units
 
-# The model needs the general per-example path (`pydp_r.clipping`); rules raise it too.
+# The model needs the general per-example path (`pydp_r.step.clipping`); rules raise it too.
 NotSupported = grad_norms.registry.NotSupported
 
 
@@ -43,7 +43,9 @@ _logger = logging.getLogger("pydp_r")
 
 # Paths a layer (or operation) of a model can take; the model's path is the worst of them.
 FAST = "fast"  # per-example norms here, by a rule or by vectorizing the layer alone
-GENERAL = "general"  # the whole model takes `pydp_r.clipping` (vectorized per-example gradients)
+GENERAL = (
+    "general"  # the whole model takes `pydp_r.step.clipping` (vectorized per-example gradients)
+)
 REFUSED = "refused"  # DP training refuses the model (e.g. BatchNormalization in training mode)
 _SEVERITY = {FAST: 0, GENERAL: 1, REFUSED: 2}
 
@@ -624,7 +626,7 @@ def clipped_gradient_sum(
     l2_norm_clip: float,
     num_microbatches: int | None = None,
 ) -> tuple[list[tf.Tensor], tf.Tensor, Any, tf.Tensor]:
-    """Same result as `pydp_r.clipping.clipped_gradient_sum` for a supported model, faster.
+    """Same result as `pydp_r.step.clipping.clipped_gradient_sum` for a supported model, faster.
 
     Args:
         model: A model for which `unsupported_reason(model)` is None.
@@ -637,7 +639,7 @@ def clipped_gradient_sum(
         num_microbatches: None for one unit per example, else a divisor of the batch size.
 
     Returns:
-        `(gradient_sums, unit_losses, predictions, num_units)` as in `pydp_r.clipping`, the
+        `(gradient_sums, unit_losses, predictions, num_units)` as in `pydp_r.step.clipping`, the
         gradient sums ordered like `model.trainable_weights`.
 
     Raises:
