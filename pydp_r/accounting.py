@@ -245,14 +245,7 @@ def compute_noise_multiplier(
             + "). To reach it, train on more examples (larger n), for fewer epochs or with a "
             "smaller batch_size, allow a larger delta, or raise target_epsilon."
         )
-    lower, upper = 1.0, 1.0
-    if epsilon_at(upper) <= target_epsilon:
-        lower = upper / 2
-        while epsilon_at(lower) <= target_epsilon:
-            lower, upper = lower / 2, lower
-    else:
-        while epsilon_at(upper) > target_epsilon:
-            lower, upper = upper, min(2 * upper, MAX_NOISE_MULTIPLIER)
+    lower, upper = _noise_bracket(epsilon_at, target_epsilon)
     effective_noise = calibrate_noise_multiplier(
         functools.partial(_make_accountant, accountant),
         sampling_rate,
@@ -263,6 +256,24 @@ def compute_noise_multiplier(
         tolerance=lower / sensitivity * _NOISE_RELATIVE_PRECISION,
     )
     return min(effective_noise * sensitivity, upper)
+
+
+def _noise_bracket(
+    epsilon_at: Callable[[float], float], target_epsilon: float
+) -> tuple[float, float]:
+    """Noise multipliers (lower, upper), a factor 2 apart, missing and meeting the target.
+
+    Doubles or halves from 1; the caller has checked that `MAX_NOISE_MULTIPLIER` meets it.
+    """
+    lower, upper = 1.0, 1.0
+    if epsilon_at(upper) <= target_epsilon:
+        lower = upper / 2
+        while epsilon_at(lower) <= target_epsilon:
+            lower, upper = lower / 2, lower
+    else:
+        while epsilon_at(upper) > target_epsilon:
+            lower, upper = upper, min(2 * upper, MAX_NOISE_MULTIPLIER)
+    return lower, upper
 
 
 def calibrate_noise_multiplier(
@@ -491,6 +502,120 @@ def user_epsilon(
     )
 
 
+class GroupPrivacyAccountant(dp_accounting.PrivacyAccountant):
+    """A `dp_accounting` accountant whose epsilon is for groups of `group_size` examples.
+
+    It composes events in an example-level accountant (RDP or PLD) and converts that
+    accountant's (epsilon, delta) curve with `group_privacy_epsilon`. With `group_size` 1 it
+    is the example-level accountant. Being a `PrivacyAccountant`, it calibrates noise with
+    dp-accounting's own `calibrate_dp_mechanism` (`calibrate_noise_multiplier`).
+
+    Args:
+        accountant: An empty example-level `dp_accounting` accountant.
+        group_size: k, the most examples one group (user) holds, integer >= 1.
+    """
+
+    def __init__(self, accountant: dp_accounting.PrivacyAccountant, group_size: int) -> None:
+        super().__init__(accountant.neighboring_relation)
+        self.group_size = check_count("group_size", group_size)
+        self._example_accountant = accountant
+
+    def _maybe_compose(
+        self, event: dp_accounting.DpEvent, count: int, do_compose: bool
+    ) -> dp_accounting.PrivacyAccountant.CompositionErrorDetails | None:
+        if not self._example_accountant.supports(event):
+            return self.CompositionErrorDetails(event, "unsupported by the example accountant")
+        if do_compose:
+            self._example_accountant.compose(event, count)
+        return None
+
+    def get_epsilon(self, target_delta: float) -> float:
+        """Group epsilon at `target_delta` (`math.inf` where group privacy gives no bound)."""
+        return group_privacy_epsilon(
+            self._example_accountant.get_epsilon, target_delta, self.group_size
+        )
+
+
+def group_noise_multiplier(
+    sampling_rate: float,
+    steps: int,
+    target_epsilon: float,
+    delta: float,
+    group_size: int,
+    accountant: str = "rdp",
+) -> float:
+    """Smallest noise multiplier of DP-SGD whose group-level epsilon meets `target_epsilon`.
+
+    The inverse of `user_epsilon`: `steps` Gaussian steps, Poisson-sampled at
+    `sampling_rate`, calibrated with `calibrate_noise_multiplier` (dp-accounting's) through a
+    `GroupPrivacyAccountant`. With `group_size` 1 it is the example-level calibration of
+    `compute_noise_multiplier`, at a rate and step count instead of n, batch and epochs.
+
+    Args:
+        sampling_rate: Probability in (0, 1] that a step includes an example (or a user).
+        steps: Number of steps, integer >= 1.
+        target_epsilon: Epsilon budget for a group, > 0.
+        delta: Target group-level delta, in (0, 1).
+        group_size: k, the most examples one user contributes, integer >= 1.
+        accountant: "rdp" (default) or "pld", the example-level accountant.
+
+    Returns:
+        The noise multiplier, in (0, `MAX_NOISE_MULTIPLIER`]; its group epsilon is at most
+        `target_epsilon` and within a relative 1e-4 of the smallest such multiplier.
+
+    Raises:
+        ValueError: For an argument outside its range, or when `MAX_NOISE_MULTIPLIER` does
+            not reach `target_epsilon`.
+    """
+    sampling_rate = check_real(
+        "sampling_rate", sampling_rate, "a number in (0, 1]", lambda x: 0 < x <= 1
+    )
+    steps = check_count("steps", steps)
+    target_epsilon = check_target_epsilon(target_epsilon)
+    delta = check_delta(delta)
+    group_size = check_count("group_size", group_size)
+    accountant = check_accountant(accountant)
+    if steps > MAX_STEPS:
+        raise TooManyStepsError(
+            f"steps={steps!r} is more than the {MAX_STEPS:.0e} (MAX_STEPS) the accountants handle."
+        )
+
+    def make_accountant() -> GroupPrivacyAccountant:
+        return GroupPrivacyAccountant(_make_accountant(accountant), group_size)
+
+    def epsilon_at(noise_multiplier: float) -> float:
+        event = _dp_sgd_event(noise_multiplier, sampling_rate, steps)
+        return make_accountant().compose(event).get_epsilon(delta)
+
+    floor = epsilon_at(MAX_NOISE_MULTIPLIER)
+    if floor > target_epsilon:
+        raise ValueError(
+            f"target_epsilon={target_epsilon!r} is unreachable for groups of {group_size}: it "
+            f"is below {floor:.3g}, the smallest epsilon that noise_multiplier <= "
+            f"{MAX_NOISE_MULTIPLIER:g} gives at sampling rate {sampling_rate:.6g}, {steps} "
+            f"steps and delta={delta!r}. Sample at a lower rate, take fewer steps, allow a "
+            "larger delta, or raise target_epsilon."
+        )
+    lower, upper = _noise_bracket(epsilon_at, target_epsilon)
+    # dp-accounting's root search interpolates: give it a lower end with a finite epsilon.
+    while math.isinf(epsilon_at(lower)):
+        middle = math.sqrt(lower * upper)
+        if epsilon_at(middle) <= target_epsilon:
+            upper = middle
+        else:
+            lower = middle
+    noise_multiplier = calibrate_noise_multiplier(
+        make_accountant,
+        sampling_rate,
+        steps,
+        target_epsilon,
+        delta,
+        dp_accounting.ExplicitBracketInterval(lower, upper),
+        tolerance=lower * _NOISE_RELATIVE_PRECISION,
+    )
+    return min(noise_multiplier, upper)
+
+
 def _statement_epsilon(
     accountant: str, noise_multiplier: float, sampling_rate: float | None, steps: int, delta: float
 ) -> float | str:
@@ -516,6 +641,7 @@ def privacy_statement(
     delta: float,
     used_microbatching: bool = False,
     max_examples_per_user: int | None = None,
+    unit: str = "example",
 ) -> str:
     """Plain-text report of the DP guarantee of a DP-SGD training run and what it rests on.
 
@@ -536,7 +662,14 @@ def privacy_statement(
         used_microbatching: True when gradients were clipped per microbatch of more than one
             example (sensitivity doubled, see `compute_epsilon`).
         max_examples_per_user: None (no user-level guarantee) or the largest number of
-            examples any one person contributes, integer >= 1.
+            examples any one person contributes, integer >= 1. With `unit="user"`: the
+            examples each user brings to a step (stated, not needed for the epsilon).
+        unit: "example" (default): n counts examples, the guarantee is per example, and
+            `max_examples_per_user` adds a per-user bound by group privacy (the
+            example-level route). "user": user-level DP-SGD (`poisson_batches(...,
+            user_ids=...)`), n counts users (wearers), `batch_size` the expected users per
+            step, each user's examples are clipped as one unit, and every epsilon is per
+            user, with no group privacy.
 
     Returns:
         The statement, lines of at most 80 characters, ending with a newline.
@@ -544,12 +677,23 @@ def privacy_statement(
     Raises:
         ValueError: For an argument outside its range.
     """
+    if unit not in ("example", "user"):
+        raise ValueError(f"unit must be one of ('example', 'user'); received {unit!r}.")
     n, batch_size = check_n_and_batch_size(n, batch_size)
     noise_multiplier = check_noise_multiplier(noise_multiplier)
     epochs = check_epochs(epochs)
     delta = check_delta(delta)
     if max_examples_per_user is not None:
         max_examples_per_user = check_count("max_examples_per_user", max_examples_per_user)
+    if unit == "user":
+        if used_microbatching:
+            raise ValueError(
+                "used_microbatching must be False with unit='user': user-level DP-SGD clips "
+                "each user's examples as one unit, with no microbatches of its own."
+            )
+        return _user_level_statement(
+            n, batch_size, noise_multiplier, epochs, delta, max_examples_per_user
+        )
     effective_noise = noise_multiplier / 2 if used_microbatching else noise_multiplier
     sampling_rate = batch_size / n
     steps = num_steps(n, batch_size, epochs)
@@ -610,10 +754,11 @@ def privacy_statement(
             user_once = user_epsilon(effective_noise, None, passes, delta, max_examples_per_user)
         sections.append(
             wrap(
-                "User-level DP, add-or-remove-one-user adjacency, at most "
+                "Per user (per wearer), add-or-remove-one-user adjacency, at most "
                 f"{max_examples_per_user} examples per user, at delta = {delta:g}: group "
                 "privacy (Vadhan 2017, Lemma 2.2: k*eps, delta*(e^(k*eps)-1)/(e^eps-1)) over "
-                "the RDP accountant's example-level guarantee [A1, A2, A5]:"
+                "the RDP accountant's example-level guarantee (the example-level route; "
+                "user-level DP-SGD, unit='user', needs no such conversion) [A1, A2, A5]:"
             )
             + "\n"
             + _table_row("Poisson sampling at rate q [A3]", [user_poisson])
@@ -641,5 +786,77 @@ def privacy_statement(
             "privacy is loose; the user-level epsilon is an upper bound, and may be infinite "
             "when the conversion fails even though a finite bound exists."
         )
+    sections.append("Assumptions:\n" + "\n".join(wrap(line) for line in assumptions))
+    return "\n\n".join(sections) + "\n"
+
+
+def _user_level_statement(
+    n_users: int,
+    batch_size: int,
+    noise_multiplier: float,
+    epochs: float,
+    delta: float,
+    examples_per_user: int | None,
+) -> str:
+    """`privacy_statement(unit="user")` for checked arguments."""
+    sampling_rate = batch_size / n_users
+    steps = num_steps(n_users, batch_size, epochs)
+    passes = math.ceil(epochs)
+
+    def wrap(text: str) -> str:
+        return textwrap.fill(text, width=80, subsequent_indent="    ")
+
+    brings = (
+        f"up to {examples_per_user} examples each"
+        if examples_per_user is not None
+        else "all their sampled examples"
+    )
+    sections = [
+        wrap(
+            f"User-level DP-SGD over n = {n_users} users (wearers), expected batch "
+            f"{batch_size} users (sampling rate q = {batch_size}/{n_users} = "
+            f"{sampling_rate:.6g}), {brings}, each user's examples clipped together as one "
+            f"unit, noise multiplier {noise_multiplier:g}, {epochs:g} epochs = {steps} steps, "
+            f"delta = {delta:g}."
+        ),
+        wrap(
+            "Per user (per wearer): user-level DP, add-or-remove-one-user adjacency (all of a "
+            f"user's examples at once), at delta = {delta:g}; every intermediate model is "
+            "covered; no group privacy is needed [U1, U2]:"
+        )
+        + "\n"
+        + _table_row("", ["RDP", "PLD"])
+        + "\n"
+        + _table_row(
+            f"Poisson sampling of users at rate q, {steps} steps [U3]",
+            [
+                _statement_epsilon(name, noise_multiplier, sampling_rate, steps, delta)
+                for name in ACCOUNTANTS
+            ],
+        )
+        + "\n"
+        + _table_row(
+            f"Each user once per epoch, {passes} epochs [U4]",
+            [
+                _statement_epsilon(name, noise_multiplier, None, passes, delta)
+                for name in ACCOUNTANTS
+            ],
+        ),
+    ]
+    assumptions = [
+        "[U1] Each step clips the gradient of each sampled user's examples (their mean loss) "
+        "to L2 norm l2_norm_clip as one unit and adds Gaussian noise of std "
+        "noise_multiplier * l2_norm_clip once to the sum: what fit() does on "
+        "pydp_r.data.poisson_batches(data, q, user_ids=ids, max_examples_per_user=k).",
+        "[U2] The guarantee covers the release of all intermediate models. It protects "
+        "everything one user contributes, however many examples; it says nothing about data "
+        "used outside DP-SGD (hyperparameter tuning, preprocessing statistics).",
+        "[U3] Each step includes every user independently with probability q (Poisson "
+        "sampling of users). A batch cut to a fixed number of users is accounted exactly by "
+        "the privacy ledger (PLD); with poisson_batches' default size the figure moves by "
+        "rounding only.",
+        "[U4] Each user's examples are used in exactly one batch per epoch: no amplification "
+        f"by sampling is claimed, {passes} epochs.",
+    ]
     sections.append("Assumptions:\n" + "\n".join(wrap(line) for line in assumptions))
     return "\n\n".join(sections) + "\n"

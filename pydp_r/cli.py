@@ -4,6 +4,8 @@
     pydp-r noise --n 60000 --batch-size 256 --target-epsilon 3 --epochs 60 --delta 1e-5
     pydp-r statement --n 60000 --batch-size 256 --noise-multiplier 1.1 --epochs 60 --delta 1e-5
     pydp-r plan --n 60000 --target-epsilon 3 --epochs 60 --delta 1e-5
+    pydp-r plan --unit user --n 1000 --target-epsilon 1 --max-examples-per-user 32 --epochs 20 \\
+        --delta 1e-6
     pydp-r compute_dp_sgd_privacy --N=60000 --batch_size=256 --noise_multiplier=1.1 --epochs=60
 
 The last is TF Privacy's `compute_dp_sgd_privacy` script (its flags and defaults, its
@@ -133,7 +135,17 @@ def _statement(args: argparse.Namespace) -> str:
         args.delta,
         used_microbatching=args.microbatching,
         max_examples_per_user=args.max_examples_per_user,
+        unit=args.unit,
     ).rstrip("\n")
+
+
+def _add_unit_argument(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "--unit",
+        choices=("example", "user"),
+        default="example",
+        help=f"privacy unit (default: example); user: {what}",
+    )
 
 
 def _absl_bool(text: str) -> bool:
@@ -208,6 +220,9 @@ def _plan(args: argparse.Namespace) -> str:
             batch_sizes=args.batch_sizes,
             min_steps=args.min_steps,
             accountant=args.accountant,
+            unit=args.unit,
+            max_examples_per_user=args.max_examples_per_user,
+            noise_to_signal=args.noise_to_signal,
         )
     )
 
@@ -218,19 +233,40 @@ def _add_plan_arguments(parser: argparse.ArgumentParser) -> None:
         "--N",
         dest="n",
         type=_whole_number,
-        required=True,
-        help="number of training examples",
+        default=None,
+        help="number of training examples (wearers with --unit user; omit it there to ask "
+        "how many are needed)",
     )
     parser.add_argument(
         "--target-epsilon",
         "--target_epsilon",
         dest="target_epsilon",
         type=float,
-        required=True,
-        help="epsilon budget, > 0",
+        default=None,
+        help="epsilon budget, > 0 (omit it with --unit user to ask for the epsilon)",
     )
     parser.add_argument("--epochs", type=float, required=True, help="passes over the data, > 0")
     parser.add_argument("--delta", type=float, required=True, help="target delta, in (0, 1)")
+    _add_unit_argument(
+        parser,
+        "per wearer, compared with example-level training and group privacy; give two of "
+        "--n, --target-epsilon and --noise-to-signal",
+    )
+    parser.add_argument(
+        "--max-examples-per-user",
+        "--max_examples_per_user",
+        dest="max_examples_per_user",
+        type=_whole_number,
+        default=None,
+        help="with --unit user: examples each wearer brings to a step",
+    )
+    parser.add_argument(
+        "--noise-to-signal",
+        dest="noise_to_signal",
+        type=float,
+        default=None,
+        help="with --unit user: the noise-to-signal to reach (noise std / (batch * clip))",
+    )
     parser.add_argument(
         "--batch-sizes",
         dest="batch_sizes",
@@ -311,7 +347,12 @@ def build_parser() -> argparse.ArgumentParser:
         dest="max_examples_per_user",
         type=_whole_number,
         default=None,
-        help="most examples one person contributes (adds a user-level epsilon)",
+        help="most examples one person contributes (adds a user-level epsilon; with "
+        "--unit user, the examples each user brings)",
+    )
+    _add_unit_argument(
+        statement,
+        "user-level DP-SGD, --n counts users and --batch-size the expected users per step",
     )
     statement.set_defaults(handler=_statement)
 

@@ -434,3 +434,50 @@ def test_unknown_accountant():
 def test_bad_max_examples_per_user():
     with pytest.raises(ValueError, match="max_examples_per_user must be a positive integer"):
         privacy_statement(1000, 10, 1.0, 2, 1e-5, max_examples_per_user=0)
+
+
+def test_group_noise_multiplier_of_one_example_is_compute_noise_multiplier():
+    from pydp_r.accounting import group_noise_multiplier
+
+    # 1000 examples in batches of 100 for 15 epochs: rate 0.1, 150 steps.
+    single = group_noise_multiplier(0.1, 150, 1.0, 1e-6, 1)
+    assert single == pytest.approx(compute_noise_multiplier(1000, 100, 1.0, 15, 1e-6), rel=2e-4)
+
+
+def test_group_noise_multiplier_is_the_smallest_meeting_the_group_epsilon():
+    from pydp_r.accounting import GroupPrivacyAccountant, group_noise_multiplier, user_epsilon
+
+    noise = group_noise_multiplier(0.1, 150, 1.0, 1e-6, 8)
+    assert user_epsilon(noise, 0.1, 150, 1e-6, 8) <= 1.0
+    assert user_epsilon(noise * (1 - 1e-3), 0.1, 150, 1e-6, 8) > 1.0
+    event = dp_accounting.SelfComposedDpEvent(
+        dp_accounting.PoissonSampledDpEvent(0.1, dp_accounting.GaussianDpEvent(noise)), 150
+    )
+    group = GroupPrivacyAccountant(dp_accounting.rdp.RdpAccountant(), 8).compose(event)
+    assert group.get_epsilon(1e-6) == user_epsilon(noise, 0.1, 150, 1e-6, 8)
+    assert group.ledger == event
+
+
+def test_user_level_statement_is_per_wearer_with_the_users_accountant_figures():
+    text = privacy_statement(1000, 64, 1.2, 20, 1e-6, max_examples_per_user=32, unit="user")
+    assert "n = 1000 users (wearers)" in text and "up to 32 examples each" in text
+    assert "Per user (per wearer): user-level DP" in text and "no group privacy" in text
+    assert "per example" not in text and "Example-level" not in text
+    rdp = compute_epsilon(1000, 64, 1.2, 20, 1e-6)
+    pld = compute_epsilon(1000, 64, 1.2, 20, 1e-6, accountant="pld")
+    (row,) = [line for line in text.splitlines() if "Poisson sampling of users" in line]
+    assert "313 steps [U3]" in row
+    assert row.split()[-2:] == [f"{rdp:.3f}", f"{pld:.3f}"]
+    with pytest.raises(ValueError, match="used_microbatching must be False with unit='user'"):
+        privacy_statement(1000, 64, 1.2, 20, 1e-6, used_microbatching=True, unit="user")
+    with pytest.raises(ValueError, match="unit must be one of"):
+        privacy_statement(1000, 64, 1.2, 20, 1e-6, unit="wearer")
+
+
+def test_group_privacy_statement_names_its_route_per_wearer():
+    text = privacy_statement(32000, 2048, 8.0, 20, 1e-6, max_examples_per_user=32)
+    assert "Per user (per wearer), add-or-remove-one-user adjacency" in text
+    assert (
+        "(the example-level route; user-level DP-SGD, unit='user', needs no such conversion)"
+        in (" ".join(text.split()))
+    )

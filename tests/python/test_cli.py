@@ -233,3 +233,73 @@ def test_the_command_line_does_not_load_tensorflow():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
+
+
+def test_plan_per_wearer_prints_the_planners_answer(capsys):
+    from pydp_r.planner import plan_dp_training
+
+    common = ["--epochs", "20", "--delta", "1e-6", "--unit", "user"]
+    status, out, err = run(
+        capsys,
+        "plan",
+        "--n",
+        "1000",
+        "--target-epsilon",
+        "1",
+        "--max-examples-per-user",
+        "32",
+        "--batch-sizes",
+        "128",
+        *common,
+    )
+    assert status == 0 and err == ""
+    expected = plan_dp_training(
+        1000, 1.0, 20, 1e-6, batch_sizes=[128], unit="user", max_examples_per_user=32
+    )
+    assert out == str(expected) + "\n"
+    status, out, _ = run(
+        capsys,
+        "plan",
+        "--target-epsilon",
+        "1",
+        "--noise-to-signal",
+        "0.05",
+        "--max-examples-per-user",
+        "32",
+        *common,
+    )
+    assert status == 0
+    assert (
+        out
+        == str(
+            plan_dp_training(
+                None, 1.0, 20, 1e-6, unit="user", max_examples_per_user=32, noise_to_signal=0.05
+            )
+        )
+        + "\n"
+    )
+    status, _, err = run(capsys, "plan", "--n", "1000", "--max-examples-per-user", "32", *common)
+    assert status == 2 and "give exactly two of n (wearers)" in err
+
+
+def test_statement_per_wearer(capsys):
+    status, out, _ = run(
+        capsys,
+        "statement",
+        "--n",
+        "1000",
+        "--batch-size",
+        "64",
+        "--noise-multiplier",
+        "1.2",
+        "--epochs",
+        "20",
+        "--delta",
+        "1e-6",
+        "--unit",
+        "user",
+        "--max-examples-per-user",
+        "32",
+    )
+    assert status == 0
+    assert out == privacy_statement(1000, 64, 1.2, 20, 1e-6, max_examples_per_user=32, unit="user")
