@@ -125,7 +125,14 @@ compute_dp_sgd_privacy <- function(n, batch_size, noise_multiplier, epochs,
 #'   the largest number of examples one person (or one unit of data you want
 #'   protected, such as one 2-s window that sits in up to 12 overlapping
 #'   sequences) contributes, a whole number >= 1. The statement then adds the
-#'   epsilon for that group by group privacy.
+#'   epsilon for that group by group privacy. With `unit = "user"`, the
+#'   examples each user brings to a step (stated only).
+#' @param unit `"example"` (default): `n` counts examples and the guarantee is
+#'   per example, with a per-user bound by group privacy when
+#'   `max_examples_per_user` is given. `"user"`: user-level DP-SGD
+#'   ([poisson_batches()] with `user_ids`): `n` counts users (wearers),
+#'   `batch_size` the expected users per step, and every epsilon is per wearer,
+#'   with no group privacy.
 #'
 #' @return The statement, a string of lines of at most 80 characters, with
 #'   class `pydpr_privacy_statement` so that it prints as text.
@@ -133,15 +140,20 @@ compute_dp_sgd_privacy <- function(n, batch_size, noise_multiplier, epochs,
 #' @examplesIf pydp_r_available()
 #' privacy_statement(n = 3989, batch_size = 32, noise_multiplier = 1.1,
 #'                   epochs = 20, delta = 1e-5)
+#' # Per wearer: 1,000 wearers, 64 expected per step, 32 examples each.
+#' privacy_statement(n = 1000, batch_size = 64, noise_multiplier = 1.2,
+#'                   epochs = 20, delta = 1e-6, max_examples_per_user = 32,
+#'                   unit = "user")
 privacy_statement <- function(n, batch_size, noise_multiplier, epochs, delta,
                               used_microbatching = FALSE,
-                              max_examples_per_user = NULL) {
+                              max_examples_per_user = NULL, unit = "example") {
   check_n_and_batch_size(n, batch_size)
   check_noise_multiplier(noise_multiplier)
   check_epochs_and_delta(epochs, delta)
   check_flag(used_microbatching, "used_microbatching")
   check_accounting_number(max_examples_per_user, "max_examples_per_user",
                           null_ok = TRUE)
+  check_choice(unit, "unit", c("example", "user"))
   args <- supplied_args(
     match.call(expand.dots = FALSE), environment(),
     integers = c(accounting_integer_args, "max_examples_per_user")

@@ -27,8 +27,24 @@
 #'   Defaults to 150.
 #' @param accountant `"rdp"` (default) or `"pld"`, in any case, as in
 #'   [compute_epsilon()].
+#' @param unit `"example"` (default) or `"user"`. With `"user"` the plan is
+#'   per wearer: `n` counts wearers who each bring `max_examples_per_user`
+#'   examples; give two of `n`, `target_epsilon` and `noise_to_signal`, and the
+#'   plan answers the third (the least noisy steps, the wearers needed, or the
+#'   epsilon) for user-level DP-SGD and for example-level sampling with group
+#'   privacy at the same rate and steps, and says which is better and by what
+#'   factor.
+#' @param max_examples_per_user With `unit = "user"`: the examples each wearer
+#'   brings to a step, a whole number >= 1. Defaults to `NULL`; required there.
+#' @param noise_to_signal With `unit = "user"`: the noise-to-signal to reach, a
+#'   number > 0, or `NULL` (default) to plan for the least noisy steps.
 #'
-#' @return A list of class `pydpr_dp_plan` with `batch_size`,
+#' @return For `unit = "user"`, a list of class `pydpr_user_level_plan` with
+#'   `solved_for`, `better` (`"user"` or `"example"`), `advantage` (the factor),
+#'   `sampling_rate` (of wearers, for [poisson_batches()]), `routes` (a data
+#'   frame, one row per route: `route`, `n_users`, `sampling_rate`,
+#'   `expected_batch_size`, `noise_multiplier`, `steps`, `user_epsilon`,
+#'   `noise_to_signal`) and `text`. Otherwise a list of class `pydpr_dp_plan` with `batch_size`,
 #'   `noise_multiplier`, `steps`, `epsilon`, `noise_to_signal` and
 #'   `sampling_rate` (pass it to [poisson_batches()]) of the chosen set-up,
 #'   `candidates` (a data frame, one row per batch size considered) and `text`
@@ -39,16 +55,29 @@
 #' # The heart-rate demo: about 3,400 training sequences, 20 epochs.
 #' plan_dp_training(n = 3378, target_epsilon = 2, epochs = 20, delta = 1e-5,
 #'                  batch_sizes = c(128, 256, 512))
-plan_dp_training <- function(n, target_epsilon, epochs, delta,
+#' # Per wearer: how many wearers for epsilon 1 at noise-to-signal 0.05?
+#' plan_dp_training(target_epsilon = 1, epochs = 20, delta = 1e-6,
+#'                  unit = "user", max_examples_per_user = 32,
+#'                  noise_to_signal = 0.05)
+plan_dp_training <- function(n = NULL, target_epsilon = NULL, epochs, delta,
                              batch_sizes = NULL, min_steps = 150,
-                             accountant = "rdp") {
-  check_accounting_number(n, "n")
-  check_accounting_number(target_epsilon, "target_epsilon")
+                             accountant = "rdp", unit = "example",
+                             max_examples_per_user = NULL,
+                             noise_to_signal = NULL) {
+  check_choice(unit, "unit", c("example", "user"))
+  per_wearer <- identical(unit, "user")
+  check_accounting_number(n, "n", null_ok = per_wearer)
+  check_accounting_number(target_epsilon, "target_epsilon",
+                          null_ok = per_wearer)
+  check_accounting_number(max_examples_per_user, "max_examples_per_user",
+                          null_ok = TRUE)
+  check_number(noise_to_signal, "noise_to_signal", min = 0, max = Inf,
+               min_open = TRUE, max_open = TRUE, null_ok = TRUE)
   check_epochs_and_delta(epochs, delta)
   if (!is.null(batch_sizes)) {
     ok <- is.numeric(batch_sizes) && length(batch_sizes) >= 1L &&
       !anyNA(batch_sizes) && all(batch_sizes == trunc(batch_sizes)) &&
-      all(batch_sizes >= 1) && all(batch_sizes <= n)
+      all(batch_sizes >= 1) && (is.null(n) || all(batch_sizes <= n))
     if (!ok) {
       argument_error(
         "batch_sizes",
@@ -60,12 +89,20 @@ plan_dp_training <- function(n, target_epsilon, epochs, delta,
   check_accounting_number(min_steps, "min_steps")
   check_accountant(accountant)
   args <- supplied_args(match.call(expand.dots = FALSE), environment(),
-                        integers = c("n", "min_steps"))
+                        integers = c("n", "min_steps",
+                                     "max_examples_per_user"))
   if (!is.null(batch_sizes)) {
     args$batch_sizes <- as.list(as.integer(batch_sizes))
   }
+  # Python's first two arguments may be None: pass them always, by name.
+  first <- list(n = if (is.null(n)) NULL else as_python_integer(n),
+                target_epsilon = target_epsilon)
+  args <- c(first, args[setdiff(names(args), names(first))])
   plan <- call_core("plan_dp_training", args, frame_call(environment()),
                     submodule = "planner", convert = FALSE)
+  if (per_wearer) {
+    return(user_level_plan(plan))
+  }
   candidates <- reticulate::py_to_r(
     reticulate::import_builtins(convert = FALSE)$list(plan$candidates)
   )
@@ -98,6 +135,43 @@ plan_dp_training <- function(n, target_epsilon, epochs, delta,
 
 #' @export
 print.pydpr_dp_plan <- function(x, ...) {
+  cat(x$text, "\n", sep = "")
+  invisible(x)
+}
+
+# The R view of a Python UserLevelPlan.
+user_level_plan <- function(plan) {
+  value <- function(object, name) {
+    reticulate::py_to_r(reticulate::py_get_attr(object, name))
+  }
+  routes <- lapply(c("user_level", "example_level"), function(name) {
+    route <- reticulate::py_get_attr(plan, name)
+    data.frame(
+      route = value(route, "name"),
+      n_users = as.integer(value(route, "n_users")),
+      sampling_rate = value(route, "sampling_rate"),
+      expected_batch_size = value(route, "expected_batch_size"),
+      noise_multiplier = value(route, "noise_multiplier"),
+      steps = as.integer(value(route, "steps")),
+      user_epsilon = value(route, "user_epsilon"),
+      noise_to_signal = value(route, "noise_to_signal")
+    )
+  })
+  structure(
+    list(
+      solved_for = value(plan, "solved_for"),
+      better = value(plan, "better"),
+      advantage = value(plan, "advantage"),
+      sampling_rate = value(plan, "sampling_rate"),
+      routes = do.call(rbind, routes),
+      text = reticulate::py_str(plan)
+    ),
+    class = "pydpr_user_level_plan"
+  )
+}
+
+#' @export
+print.pydpr_user_level_plan <- function(x, ...) {
   cat(x$text, "\n", sep = "")
   invisible(x)
 }

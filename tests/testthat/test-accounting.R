@@ -185,3 +185,22 @@ test_that("accounting in a fresh R session does not load TensorFlow", {
                                    delta = 1e-5))
   expect_identical(fields[2:3], c("FALSE", "FALSE"))
 })
+
+test_that("privacy_statement(unit = \"user\") is Python's per-wearer statement", {
+  expect_error(privacy_statement(n = 1000, batch_size = 64,
+                                 noise_multiplier = 1.2, epochs = 20,
+                                 delta = 1e-6, unit = "wearer"),
+               "`unit` must be one of")
+  skip_if_no_core()
+  statement <- privacy_statement(n = 1000, batch_size = 64,
+                                 noise_multiplier = 1.2, epochs = 20,
+                                 delta = 1e-6, max_examples_per_user = 32,
+                                 unit = "user")
+  accounting <- reticulate::import("pydp_r.accounting")
+  expect_identical(
+    as.character(statement),
+    accounting$privacy_statement(1000L, 64L, 1.2, 20, 1e-6,
+                                 max_examples_per_user = 32L, unit = "user")
+  )
+  expect_match(statement, "Per user (per wearer)", fixed = TRUE)
+})

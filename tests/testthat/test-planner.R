@@ -41,3 +41,46 @@ test_that("plan_dp_training returns the Python planner's choice", {
                             min_steps = 50)
   expect_equal(fewer$batch_size, 1024L)
 })
+
+test_that("per-wearer plans answer each question as the Python planner does", {
+  expect_error(plan_dp_training(n = 1000, target_epsilon = 1, epochs = 20,
+                                delta = 1e-6, unit = "wearer"),
+               "`unit` must be one of \"example\", \"user\"", fixed = TRUE)
+  expect_error(plan_dp_training(target_epsilon = 1, epochs = 20, delta = 1e-6),
+               "`n` must be a whole number >= 1; received NULL.", fixed = TRUE)
+  expect_error(plan_dp_training(target_epsilon = 1, epochs = 20, delta = 1e-6,
+                                unit = "user", max_examples_per_user = 32,
+                                noise_to_signal = 0),
+               "`noise_to_signal` must be a number > 0 or NULL", fixed = TRUE)
+  skip_if_no_core()
+  planner <- reticulate::import("pydp_r.planner")
+  wearers <- plan_dp_training(target_epsilon = 1, epochs = 20, delta = 1e-6,
+                              unit = "user", max_examples_per_user = 32,
+                              noise_to_signal = 0.05)
+  expected <- planner$plan_dp_training(
+    NULL, 1, 20, 1e-6, unit = "user", max_examples_per_user = 32L,
+    noise_to_signal = 0.05
+  )
+  expect_s3_class(wearers, "pydpr_user_level_plan")
+  expect_identical(wearers$solved_for, "n_users")
+  expect_identical(wearers$routes$route, c("user", "example"))
+  expect_identical(wearers$routes$n_users[[1]],
+                   as.integer(expected$user_level$n_users))
+  expect_identical(wearers$better, expected$better)
+  expect_equal(wearers$advantage,
+               wearers$routes$n_users[[2]] / wearers$routes$n_users[[1]])
+  expect_identical(wearers$text, reticulate::py_str(expected))
+  epsilon <- plan_dp_training(n = 1000, epochs = 20, delta = 1e-6,
+                              batch_sizes = c(64, 128), unit = "user",
+                              max_examples_per_user = 32,
+                              noise_to_signal = 0.05)
+  expect_identical(epsilon$solved_for, "epsilon")
+  expect_equal(epsilon$routes$user_epsilon[[1]],
+               compute_epsilon(n = 1000, batch_size = 128,
+                               noise_multiplier = 0.05 * 128, epochs = 20,
+                               delta = 1e-6))
+  expect_output(print(epsilon), "Better:", fixed = TRUE)
+  expect_error(plan_dp_training(n = 1000, epochs = 20, delta = 1e-6,
+                                unit = "user", max_examples_per_user = 32),
+               "give exactly two of n")
+})
