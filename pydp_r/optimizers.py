@@ -58,17 +58,28 @@ class _ProcessLocalState:
     noise key (and a counter a restore could roll back) never leaves the process.
     """
 
-    def __init__(self, key: int, counter: int) -> None:
+    def __init__(self, noise_seed: int | None, releases: int = 0) -> None:
+        self.noise_seed = noise_seed
+        key, counter = _noise_key(noise_seed)
         self.noise_generator = tf.random.Generator.from_key_counter(
             key=key, counter=[counter, 0], alg="philox"
         )
         # Noisy releases made by this optimizer object in this process; restores never lower it.
         self.releases = tf.Variable(
-            0,
+            releases,
             dtype=tf.int64,
             trainable=False,
             aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
         )
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _ProcessLocalState:
+        # A copied optimizer gets a key of its own: two optimizers drawing the same noise would
+        # let the difference of their releases cancel it. The count of releases is kept.
+        return _ProcessLocalState(self.noise_seed, int(self.releases.numpy()))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickling carries no key: the unpickled state draws its own (or re-seeds noise_seed).
+        return (_ProcessLocalState, (self.noise_seed, int(self.releases.numpy())))
 
 
 class LedgerMismatchWarning(UserWarning):
@@ -179,7 +190,7 @@ class DPOptimizerMixin:
         self._noise_multiplier = noise_multiplier
         self._num_microbatches = num_microbatches
         self._noise_seed = noise_seed
-        self._local = _ProcessLocalState(*_noise_key(noise_seed))
+        self._local = _ProcessLocalState(noise_seed)
         self._ledger = ledger.PrivacyLedger.from_config(privacy_ledger)
         if ledger_id is not None:
             ledger_id = check_count("ledger_id", ledger_id, minimum=1)

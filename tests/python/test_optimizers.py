@@ -585,3 +585,16 @@ def test_malformed_apply_gradients_gets_the_dp_refusal(malformed):
     optimizer = pydp_r.DPSGD(1.0, 1.0)
     with pytest.raises(RuntimeError, match="aggregated gradients"):
         optimizer.apply_gradients(malformed)
+
+
+def test_a_copied_optimizer_draws_its_own_noise():
+    import copy
+    import pickle
+
+    optimizer = pydp_r.DPSGD(1.0, 1.0)
+    for copied in (copy.deepcopy(optimizer), pickle.loads(pickle.dumps(optimizer._local))):
+        local = getattr(copied, "_local", copied)
+        assert not np.allclose(
+            local.noise_generator.state.numpy(), optimizer._local.noise_generator.state.numpy()
+        )
+    assert b"noise_generator" not in pickle.dumps(optimizer._local)
