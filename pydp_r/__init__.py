@@ -84,6 +84,10 @@ _LAZY_NAMES = {
     "compute_epsilon": "pydp_r.accounting",
     "compute_noise_multiplier": "pydp_r.accounting",
     "privacy_statement": "pydp_r.accounting",
+    "calibrate_noise_multiplier": "pydp_r.accounting",
+    "group_privacy_epsilon": "pydp_r.accounting",
+    "group_noise_multiplier": "pydp_r.accounting",
+    "user_epsilon": "pydp_r.accounting",
     "PrivacyLedger": "pydp_r.ledger",
     "replace_batch_norm": "pydp_r.batch_norm",
     "PrivacyBudget": "pydp_r.callbacks",
@@ -102,6 +106,8 @@ _LAZY_NAMES = {
     "DPTrainingPlan": "pydp_r.planner",
     "PlanCandidate": "pydp_r.planner",
     "plan_dp_training": "pydp_r.planner",
+    "PrivacyRoute": "pydp_r.planner",
+    "UserLevelPlan": "pydp_r.planner",
     "ParameterAveraging": "pydp_r.averaging",
     "clipping_report": "pydp_r.step.fast_clipping",
 }
@@ -121,19 +127,25 @@ __all__ = [
     "NoPrivacyWarning",
     "ParameterAveraging",
     "PlanCandidate",
+    "PrivacyRoute",
     "PrivacyBudget",
     "PrivacyLedger",
     "ShuffledBatchesWarning",
+    "UserLevelPlan",
     "__version__",
+    "calibrate_noise_multiplier",
     "clipping_report",
     "compute_dp_sgd_privacy",
     "compute_epsilon",
     "compute_noise_multiplier",
     "data",
+    "group_noise_multiplier",
+    "group_privacy_epsilon",
     "make_dp_optimizer_class",
     "plan_dp_training",
     "privacy_statement",
     "replace_batch_norm",
+    "user_epsilon",
 ]
 
 
@@ -155,10 +167,14 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:
     from pydp_r import data
     from pydp_r.accounting import (
+        calibrate_noise_multiplier,
         compute_dp_sgd_privacy,
         compute_epsilon,
         compute_noise_multiplier,
+        group_noise_multiplier,
+        group_privacy_epsilon,
         privacy_statement,
+        user_epsilon,
     )
     from pydp_r.averaging import ParameterAveraging
     from pydp_r.batch_norm import replace_batch_norm
@@ -177,5 +193,11 @@ if TYPE_CHECKING:
         NoPrivacyWarning,
         make_dp_optimizer_class,
     )
-    from pydp_r.planner import DPTrainingPlan, PlanCandidate, plan_dp_training
+    from pydp_r.planner import (
+        DPTrainingPlan,
+        PlanCandidate,
+        PrivacyRoute,
+        UserLevelPlan,
+        plan_dp_training,
+    )
     from pydp_r.step.fast_clipping import clipping_report
