@@ -35,6 +35,16 @@ model), the numbers per seed as JSON, and with `--sweep` a privacy-utility curve
 it prints a line when each run starts and ends and one per quarter of its epochs (`--verbose`:
 every epoch).
 
+Membership inference attacks the training sequences with non-members that are i.i.d. with them:
+10 random blocks of 40 consecutive training sequences are held out of training (of each, the
+28 sequences that share a window with a training sequence are dropped, 180 non-members remain).
+The later test part would not do: its drift reads as membership.
+
+`--privacy-unit user` is the per-wearer demo (`pydp_r.demo.user_level`): user-level DP-SGD on
+a synthetic population of 2000 training wearers per seed (`population.population_arrays`),
+tested on 400 wearers held out of training, with epsilon per wearer from the optimizer's
+privacy ledger and a wearer-level membership attack against the held-out wearers.
+
 The app in stages, each a function to call on its own: the command line (`cli.parse_args` ->
 `DemoOptions`), the data (`data.prepare_data`), the recipes (`tuning.choose_recipes`, which tunes
 with `--tune`), the runs (`runs.run_recipes`, one `runs.train` per recipe and seed) and the report
@@ -43,6 +53,8 @@ with `--tune`), the runs (`runs.run_recipes`, one `runs.train` per recipe and se
 
 from pydp_r.demo.cli import DemoOptions, main, parse_args, run_demo
 from pydp_r.demo.data import (
+    NON_MEMBER_BLOCK_SEQUENCES,
+    NON_MEMBER_BLOCKS,
     PUBLIC_REFERENCE_SEED,
     VALIDATION_SEQUENCES,
     WINDOWS_PER_SEQUENCE,
@@ -51,9 +63,11 @@ from pydp_r.demo.data import (
     prepare_data,
     prepared_arrays,
     public_feature_scaling,
+    split_non_members,
     split_validation,
     training_mean_baseline,
 )
+from pydp_r.demo.population import PopulationArrays, population_arrays
 from pydp_r.demo.recipes import (
     ACCOUNTANT,
     DEFAULT_SEEDS,
@@ -73,17 +87,28 @@ from pydp_r.demo.runs import (
     EpochGroupProgress,
     RunResult,
     Runs,
+    privacy_record,
     run_recipes,
     run_seeds,
     train,
     walkthrough_convnet,
 )
 from pydp_r.demo.tuning import choose_recipes, tune
+from pydp_r.demo.user_level import (
+    UserRecipes,
+    calibrate_user_noise,
+    private_user_recipe,
+    run_user_demo,
+    train_users,
+    user_membership_inference,
+)
 
 __all__ = [
     "ACCOUNTANT",
     "DEFAULT_SEEDS",
     "DELTA",
+    "NON_MEMBER_BLOCKS",
+    "NON_MEMBER_BLOCK_SEQUENCES",
     "NON_PRIVATE_GRID",
     "PRIOR_HEART_RATE_BPM",
     "PRIVATE_GRID",
@@ -95,10 +120,13 @@ __all__ = [
     "DemoData",
     "DemoOptions",
     "EpochGroupProgress",
+    "PopulationArrays",
     "Recipe",
     "Recipes",
     "RunResult",
     "Runs",
+    "UserRecipes",
+    "calibrate_user_noise",
     "choose_recipes",
     "load_subject",
     "main",
@@ -107,18 +135,25 @@ __all__ = [
     "parse_args",
     "plot_histories",
     "plot_sweep",
+    "population_arrays",
     "prepare_data",
     "prepared_arrays",
+    "privacy_record",
     "private_recipe",
+    "private_user_recipe",
     "public_feature_scaling",
     "report",
     "run_demo",
     "run_recipes",
     "run_seeds",
+    "run_user_demo",
+    "split_non_members",
     "split_validation",
     "train",
+    "train_users",
     "training_mean_baseline",
     "tune",
+    "user_membership_inference",
     "walkthrough_convnet",
     "window_level_epsilon",
 ]

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pydp_r.demo.data import prepare_data, public_tuning_arrays
+from pydp_r.demo.population import TRAINING_USERS
 from pydp_r.demo.recipes import DEFAULT_SEEDS, TARGET_EPSILON, TUNING_SEEDS
 from pydp_r.demo.report import report, setup_lines
 from pydp_r.demo.runs import run_recipes, say
@@ -34,6 +35,8 @@ class DemoOptions:
     no_attack: bool = False
     verbose: bool = False
     output: str = "demo-output"
+    privacy_unit: str = "example"  # "user": the per-wearer demo on a synthetic population
+    users: int = TRAINING_USERS
 
 
 def parse_args(argv: list[str] | None = None) -> DemoOptions:
@@ -99,12 +102,39 @@ def parse_args(argv: list[str] | None = None) -> DemoOptions:
         help="a progress line every epoch (default: every quarter of a run)",
     )
     parser.add_argument("--output", default=defaults.output)
+    parser.add_argument(
+        "--privacy-unit",
+        choices=("example", "user"),
+        default=defaults.privacy_unit,
+        help="example: one 24-s sequence of one subject (make demo); user: one wearer, "
+        "user-level DP on a synthetic population tested on held-out wearers (uses --seeds, "
+        "--target-epsilon, --users, --tune, --no-attack, --verbose, --output)",
+    )
+    parser.add_argument(
+        "--users",
+        type=int,
+        default=defaults.users,
+        help=f"training wearers per population with --privacy-unit user (default "
+        f"{defaults.users}; the recipe was tuned for it)",
+    )
     return DemoOptions(**vars(parser.parse_args(argv)))
 
 
 def run_demo(options: DemoOptions) -> dict:
     """The whole demo for `options`: prints progress and the report, returns results.json's."""
     output = Path(options.output)
+    if options.privacy_unit == "user":
+        from pydp_r.demo.user_level import run_user_demo
+
+        return run_user_demo(
+            options.seeds,
+            output,
+            target_epsilon=options.target_epsilon,
+            training_users=options.users,
+            tune=options.tune,
+            verbose=options.verbose,
+            attack=not options.no_attack,
+        )
     output.mkdir(parents=True, exist_ok=True)
     data = prepare_data(options.seeds, options.data_dir, options.subject, not options.no_scaling)
     recipes = choose_recipes(

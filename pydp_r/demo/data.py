@@ -19,7 +19,13 @@ WINDOWS_PER_SEQUENCE = 12
 #: and standard deviation of each feature): public statistics, not the training subject's.
 PUBLIC_REFERENCE_SEED = 999
 
-#: (x_fit, y_fit, x_val, y_val, x_test, y_test) of one subject.
+#: Non-members of the membership attack: this many blocks of consecutive training sequences,
+#: chosen at random, leave training; the inner sequences of each share no window with a
+#: sequence that stays, so they are i.i.d. with the training sequences, never trained on.
+NON_MEMBER_BLOCKS = 10
+NON_MEMBER_BLOCK_SEQUENCES = 40
+
+#: (x_fit, y_fit, x_val, y_val, x_test, y_test, x_non_member, y_non_member) of one subject.
 Arrays = tuple[np.ndarray, ...]
 
 
@@ -56,6 +62,55 @@ def split_validation(
     return x_train[: cut - gap], y_train[: cut - gap], x_train[cut:], y_train[cut:]
 
 
+def split_non_members(
+    x_fit: np.ndarray,
+    y_fit: np.ndarray,
+    seed: int,
+    blocks: int = NON_MEMBER_BLOCKS,
+    block_sequences: int = NON_MEMBER_BLOCK_SEQUENCES,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(x_fit, y_fit, x_non_member, y_non_member): random blocks held out of training.
+
+    The training sequences are cut into consecutive blocks of `block_sequences`; `blocks` of
+    them, drawn at random with `seed`, leave training. A sequence covers 12 windows, so the
+    first and last `WINDOWS_PER_SEQUENCE - 1` sequences of a block share windows with the
+    training sequences next to it and are dropped; the rest are the non-members. Drawn from
+    the whole training span, they are i.i.d. with the members, unlike the later test part
+    (whose drift an attack would read as membership).
+
+    Args:
+        x_fit, y_fit: Training sequences in time order and their heart rates.
+        seed: Seed of the draw, integer >= 0.
+        blocks: Blocks held out, integer in [1, number of blocks - 1].
+        block_sequences: Sequences per block, integer > 2 * (WINDOWS_PER_SEQUENCE - 1).
+
+    Returns:
+        The training arrays without the blocks, and the non-members, both in time order.
+
+    Raises:
+        ValueError: For `blocks` or `block_sequences` outside its range.
+    """
+    gap = WINDOWS_PER_SEQUENCE - 1
+    if block_sequences <= 2 * gap:
+        raise ValueError(
+            f"block_sequences must be an integer > {2 * gap}; received {block_sequences!r}."
+        )
+    available = len(y_fit) // block_sequences
+    if not 0 < blocks < available:
+        raise ValueError(
+            f"blocks must be an integer in [1, {available - 1}] for {len(y_fit)} sequences in "
+            f"blocks of {block_sequences}; received {blocks!r}."
+        )
+    chosen = np.sort(np.random.default_rng(seed).choice(available, blocks, replace=False))
+    held_out = np.zeros(len(y_fit), bool)
+    non_member = np.zeros(len(y_fit), bool)
+    for block in chosen:
+        start = block * block_sequences
+        held_out[start : start + block_sequences] = True
+        non_member[start + gap : start + block_sequences - gap] = True
+    return x_fit[~held_out], y_fit[~held_out], x_fit[non_member], y_fit[non_member]
+
+
 def public_feature_scaling(seed: int = PUBLIC_REFERENCE_SEED) -> tuple[np.ndarray, np.ndarray]:
     """Per-feature mean and standard deviation (6 each) of a public synthetic subject's windows.
 
@@ -77,15 +132,17 @@ def load_subject(data_dir: str | None, subject: str, seed: int) -> tuple[dict[st
 
 
 def prepared_arrays(
-    subject: dict[str, Any], scaling: tuple[np.ndarray, np.ndarray] | None
+    subject: dict[str, Any], scaling: tuple[np.ndarray, np.ndarray] | None, seed: int = 0
 ) -> Arrays:
-    """(x_fit, y_fit, x_val, y_val, x_test, y_test) of a subject, features scaled if given."""
+    """A subject's `Arrays`, features scaled if given, non-members drawn with `seed`."""
     x_train, y_train, x_test, y_test = wearable_data.heart_rate_arrays(subject)
     if scaling is not None:
         mean, std = scaling
         x_train = ((x_train - mean) / std).astype(np.float32)
         x_test = ((x_test - mean) / std).astype(np.float32)
-    return (*split_validation(x_train, y_train), x_test, y_test)
+    x_fit, y_fit, x_val, y_val = split_validation(x_train, y_train)
+    x_fit, y_fit, x_non_member, y_non_member = split_non_members(x_fit, y_fit, seed)
+    return x_fit, y_fit, x_val, y_val, x_test, y_test, x_non_member, y_non_member
 
 
 def training_mean_baseline(y_train: np.ndarray, y_test: np.ndarray) -> float:
@@ -109,8 +166,8 @@ def prepare_data(
     arrays_by_seed, sources, baselines = {}, [], []
     for seed in seeds:
         loaded, source = load_subject(data_dir, subject, seed)
-        arrays_by_seed[seed] = prepared_arrays(loaded, scaling)
-        _, y_fit, _, _, _, y_test = arrays_by_seed[seed]
+        arrays_by_seed[seed] = prepared_arrays(loaded, scaling, seed)
+        y_fit, y_test = arrays_by_seed[seed][1], arrays_by_seed[seed][5]
         baselines.append(training_mean_baseline(y_fit, y_test))
         sources.append(source)
     return DemoData(arrays_by_seed, sources, baselines, scaling)
@@ -121,6 +178,6 @@ def public_tuning_arrays(
 ) -> dict[int, Arrays]:
     """Arrays of the public synthetic subjects the recipes are tuned on."""
     return {
-        seed: prepared_arrays(wearable_data.synthetic_ppg_subject(seed=seed), scaling)
+        seed: prepared_arrays(wearable_data.synthetic_ppg_subject(seed=seed), scaling, seed)
         for seed in seeds
     }

@@ -37,6 +37,10 @@ class Recipe:
     noise_multiplier: float | None = None
     l2_norm_clip: float = 1.0
     averaging_decay: float | None = None  # None: no parameter averaging
+    # "example": batch_size counts sequences; "user": it counts wearers (expected per batch),
+    # each bringing up to examples_per_user sequences clipped as one unit.
+    privacy_unit: str = "example"
+    examples_per_user: int = 1
 
 
 def non_private_recipe(epochs: int) -> Recipe:

@@ -12,7 +12,13 @@ from typing import Any
 import numpy as np
 
 from pydp_r import accounting
-from pydp_r.demo.data import VALIDATION_SEQUENCES, WINDOWS_PER_SEQUENCE, DemoData
+from pydp_r.demo.data import (
+    NON_MEMBER_BLOCK_SEQUENCES,
+    NON_MEMBER_BLOCKS,
+    VALIDATION_SEQUENCES,
+    WINDOWS_PER_SEQUENCE,
+    DemoData,
+)
 from pydp_r.demo.recipes import DELTA, Recipe, Recipes, poisson_steps_per_epoch
 from pydp_r.demo.runs import RunResult, Runs, say
 
@@ -37,7 +43,8 @@ def setup_lines(data: DemoData, recipes: Recipes, seeds: list[int]) -> list[str]
     return [
         f"Data: {data.sources[0]}{more}; {data.n_train} training sequences "
         f"(one example = one sequence of {WINDOWS_PER_SEQUENCE} x 2-s windows, 6 features), "
-        f"{VALIDATION_SEQUENCES} for validation, seeds {seeds}.",
+        f"{VALIDATION_SEQUENCES} for validation, {NON_MEMBER_BLOCKS} random blocks of "
+        f"{NON_MEMBER_BLOCK_SEQUENCES} held out as the attack's non-members, seeds {seeds}.",
         f"DP recipe: batch {private.batch_size} (Poisson), noise multiplier "
         f"{private.noise_multiplier:.3f}, clip {private.l2_norm_clip:g}, {private.epochs} "
         f"epochs, lr {private.learning_rate:g} (cosine), {private.normalization} "
@@ -102,8 +109,10 @@ def notes(recipes: Recipes, n: int, measured_epsilon: float, window_epsilon: flo
         "Feature scaling and the output prior use public values only. The recipes were tuned "
         "on synthetic subjects 100-102 (public data), not on the evaluation seeds: tuning on "
         "private data would spend privacy too (Papernot & Steinke 2022).",
-        "MIA: loss-threshold membership inference, training against test sequences (AUC 0.5 "
-        "is chance); the test part is later in time, so part of any gap is drift.",
+        f"MIA: loss-threshold membership inference, training sequences against "
+        f"{NON_MEMBER_BLOCKS} random blocks of the training span held out of training (their "
+        "inner sequences share no window with a training one): i.i.d. non-members, so AUC 0.5 "
+        "is chance and any gap is membership, not drift.",
     ]
 
 

@@ -19,6 +19,7 @@ from pydp_r.averaging import ParameterAveraging
 from pydp_r.callbacks import PrivacyBudget
 from pydp_r.demo.data import Arrays
 from pydp_r.demo.recipes import (
+    ACCOUNTANT,
     DELTA,
     PRIOR_HEART_RATE_BPM,
     Recipe,
@@ -52,6 +53,43 @@ class RunResult:
     epsilon_per_epoch: list[float] = field(default_factory=list)
     membership_auc: float | None = None
     membership_epsilon_lower_bound: float | None = None
+    # DP runs: what the trained optimizer's privacy ledger recorded (see `privacy_record`).
+    privacy: dict[str, Any] | None = None
+
+
+def privacy_record(optimizer: keras.optimizers.Optimizer, delta: float) -> dict[str, Any]:
+    """What ran, from the optimizer's privacy ledger: unit, n, rate, batch bound, noise, steps.
+
+    Args:
+        optimizer: A trained DP optimizer whose ledger holds one segment of noisy steps.
+        delta: Delta of the reported epsilon, in (0, 1).
+
+    Returns:
+        privacy_unit ("example" or "user"), n_units, sampling_rate, max_units_per_batch,
+        examples_per_unit, noise_multiplier, steps, delta and epsilon (PLD accountant).
+
+    Raises:
+        ValueError: If the ledger holds no steps or several segments (one run, one mechanism).
+    """
+    ledger = optimizer.privacy_ledger
+    ran = [segment for segment in ledger.segments if segment.steps]
+    if len(ran) != 1:
+        raise ValueError(
+            f"the privacy ledger must hold one segment of noisy steps; it holds {len(ran)}:\n"
+            f"{ledger.describe()}"
+        )
+    (segment,) = ran
+    return {
+        "privacy_unit": segment.unit,
+        "n_units": segment.n,
+        "sampling_rate": segment.sampling_rate,
+        "max_units_per_batch": segment.max_batch_size,
+        "examples_per_unit": segment.examples_per_unit,
+        "noise_multiplier": segment.noise_multiplier,
+        "steps": segment.steps,
+        "delta": delta,
+        "epsilon": ledger.epsilon(delta, ACCOUNTANT),
+    }
 
 
 def walkthrough_convnet(
@@ -170,10 +208,11 @@ def train(
     Validation runs every epoch on the validation split (with the averaged weights when the
     recipe averages); the test MAE is measured once, after training, on the final model.
     With `attack` the model is also attacked by loss-threshold membership inference, training
-    sequences against test sequences. Prints a line per group of epochs (each epoch if
+    sequences against the held-out non-members (random blocks of the training span, see
+    `data.split_non_members`). Prints a line per group of epochs (each epoch if
     `verbose`).
     """
-    x_fit, y_fit, x_val, y_val, x_test, y_test = arrays
+    x_fit, y_fit, x_val, y_val, x_test, y_test, x_non_member, y_non_member = arrays
     keras.utils.set_random_seed(seed)
     # The weights are drawn before the batches are set up, so a seed keeps its initial model.
     model = walkthrough_convnet(
@@ -205,16 +244,19 @@ def train(
     membership = None
     if attack:
         membership = audit.membership_inference(
-            model, members=(x_fit, y_fit), non_members=(x_test, y_test), delta=DELTA
+            model, members=(x_fit, y_fit), non_members=(x_non_member, y_non_member), delta=DELTA
         )
     epsilon_per_epoch = [float(e) for e in history.history.get("epsilon", [])]
+    privacy = None
+    if recipe.noise_multiplier is not None:
+        privacy = privacy_record(model.optimizer, DELTA)
     return RunResult(
         name=recipe.name,
         seed=seed,
         test_mae_bpm=test_mae,
         validation_mae_bpm=val_mae,
         epsilon=epsilon_per_epoch[-1] if epsilon_per_epoch else None,
-        noise_multiplier=recipe.noise_multiplier,
+        noise_multiplier=None if privacy is None else privacy["noise_multiplier"],
         batch_size=recipe.batch_size,
         epochs=recipe.epochs,
         wall_seconds=wall_seconds,
@@ -222,6 +264,7 @@ def train(
         epsilon_per_epoch=epsilon_per_epoch,
         membership_auc=membership.auc if membership else None,
         membership_epsilon_lower_bound=membership.epsilon_lower_bound if membership else None,
+        privacy=privacy,
     )
 
 

@@ -11,9 +11,11 @@ import pydp_r
 from pydp_r import demo
 from pydp_r.demo import runs as demo_runs
 from pydp_r.demo import tuning as demo_tuning
+from pydp_r.demo import user_level as demo_user_level
 from pydp_r.planner import plan_dp_training
 
-N_FIT = 3989 - 600 - 11  # training sequences minus validation minus the overlap gap
+# Training sequences minus validation, the overlap gap and the attack's non-member blocks.
+N_FIT = 3989 - 600 - 11 - demo.NON_MEMBER_BLOCKS * demo.NON_MEMBER_BLOCK_SEQUENCES
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +40,13 @@ def test_demo_writes_plot_and_numbers_per_seed(demo_results):
         assert run["epochs"] == 2 and len(run["val_mae_per_epoch"]) == 2
         assert 0 < run["test_mae_bpm"] < 60
         assert 0 <= run["membership_auc"] <= 1
+        if run["name"] == "DP-Adam eps=2":  # what the ledger recorded, not the recipe
+            privacy = run["privacy"]
+            assert (privacy["privacy_unit"], privacy["n_units"]) == ("example", N_FIT)
+            assert privacy["steps"] == 2 * (N_FIT // run["batch_size"])
+            assert privacy["epsilon"] == pytest.approx(run["epsilon_per_epoch"][-1], rel=1e-3)
+        else:
+            assert run["privacy"] is None
 
 
 @pytest.mark.slow
@@ -84,7 +93,8 @@ def test_baseline_is_the_mae_of_the_training_mean(demo_results):
     x_train, y_train, _, y_test = pydp_r.data.heart_rate_arrays(
         pydp_r.data.synthetic_ppg_subject(seed=0)
     )
-    _, y_fit, _, _ = demo.split_validation(x_train, y_train)
+    x_fit, y_fit, _, _ = demo.split_validation(x_train, y_train)
+    _, y_fit, _, _ = demo.split_non_members(x_fit, y_fit, seed=0)
     expected = float(abs(y_test - y_fit.mean()).mean())
     assert results["baseline_mae_bpm"][0] == pytest.approx(expected, rel=1e-3)
 
@@ -181,10 +191,12 @@ def test_command_line_defaults_are_make_demos():
         3e-3, 0.99, "none",
     )  # fmt: skip
     assert options.output == "demo-output" and not (options.tune or options.sweep)
+    assert (options.privacy_unit, options.users) == ("example", 2000)
     given = demo.parse_args(["--seeds", "3", "4", "--epochs", "2", "--sweep", "--no-attack"])
     assert (given.seeds, given.epochs, given.sweep, given.no_attack) == ([3, 4], 2, True, True)
 
 
+@pytest.mark.slow  # three PLD calibrations
 def test_sweep_recipes_recalibrate_the_private_recipe_per_epsilon():
     recipes = demo.choose_recipes(
         N_FIT, epochs=2, target_epsilon=2.0, batch_size=64, learning_rate=0.01,
@@ -209,3 +221,98 @@ def test_python_m_pydp_r_demo_is_the_command_line():
     assert completed.returncode == 0, completed.stderr
     assert "usage: python -m pydp_r.demo" in completed.stdout
     assert "--sweep-epsilon" in completed.stdout
+
+
+def test_non_members_are_random_blocks_that_share_no_window_with_training():
+    steps = np.arange(3000 * 1.0).reshape(-1, 1).repeat(6, axis=1)  # window index as feature
+    x = pydp_r.data.sliding_sequences(steps.astype("float32"), 12)
+    y = np.arange(len(x), dtype="float32")[:, None]
+    x_fit, y_fit, x_out, y_out = demo.split_non_members(x, y, seed=4, blocks=5)
+    assert len(y_fit) == len(y) - 5 * 40 and len(y_out) == 5 * (40 - 22)
+    training_windows = set(x_fit[:, :, 0].ravel().tolist())
+    assert not training_windows & set(x_out[:, :, 0].ravel().tolist())
+    # Spread over the training span (not its end), and another seed draws other blocks.
+    assert y_out.min() < len(y) / 2 < y_out.max()
+    other = demo.split_non_members(x, y, seed=5, blocks=5)[3]
+    assert not np.array_equal(other, y_out)
+    with pytest.raises(ValueError, match="blocks must be an integer in"):
+        demo.split_non_members(x, y, seed=0, blocks=len(y) // 40)
+    with pytest.raises(ValueError, match="block_sequences must be an integer > 22"):
+        demo.split_non_members(x, y, seed=0, block_sequences=22)
+
+
+def test_population_is_split_by_wearer_and_scaled_with_public_statistics():
+    scaling = (np.zeros(6), np.full(6, 2.0))
+    arrays = demo.population_arrays(
+        7, scaling, training_users=6, validation_users=2, test_users=3, n_labels_range=(20, 40)
+    )
+    fit_ids, test_ids = set(arrays.user_ids_fit), set(arrays.user_ids_test)
+    assert len(fit_ids) == arrays.n_users == 6 and len(test_ids) == 3
+    assert not fit_ids & test_ids
+    assert len(arrays.x_fit) + len(arrays.x_val) + len(arrays.x_test) == sum(
+        len(person["label"]) - 11
+        for person in pydp_r.data.synthetic_ppg_population(11, 7, n_labels_range=(20, 40))
+    )
+    raw = pydp_r.data.heart_rate_sequences(
+        pydp_r.data.synthetic_ppg_population(11, 7, n_labels_range=(20, 40))
+    )[0]
+    np.testing.assert_allclose(arrays.x_test, raw[-len(arrays.x_test) :] / 2.0)
+    assert arrays.baseline_mae_bpm == pytest.approx(
+        float(np.mean(np.abs(arrays.y_test - arrays.y_fit.mean())))
+    )
+
+
+@pytest.mark.slow  # PLD accounting of truncated batches
+def test_user_noise_is_calibrated_for_the_ledgers_own_epsilon():
+    recipe = demo.Recipe(
+        "dp", batch_size=50, learning_rate=0.01, epochs=3, normalization="none",
+        privacy_unit="user", examples_per_user=8,
+    )  # fmt: skip
+    noise = demo.calibrate_user_noise(recipe, 500, 2.0)
+    segment = demo_user_level.user_segment(recipe, 500, noise)
+    assert (segment.unit, segment.n, segment.steps, segment.examples_per_unit) == (
+        "user", 500, 30, 8,
+    )  # fmt: skip
+    assert segment.truncated  # poisson_batches' default bound cuts at most 1e-6 of batches
+    ledger = pydp_r.ledger.PrivacyLedger
+    assert ledger([segment]).epsilon(1e-5, "pld") <= 2.0
+    less = demo_user_level.user_segment(recipe, 500, noise / 1.002)
+    assert ledger([less]).epsilon(1e-5, "pld") > 2.0
+    assert demo_user_level.user_delta(500) == 1e-5
+    assert demo_user_level.user_delta(200_000) == 1 / 200_000
+
+
+def test_user_grids_give_each_model_the_same_number_of_candidates():
+    sizes = [
+        np.prod([len(values) for values in grid.values()])
+        for grid in (demo_user_level.NON_PRIVATE_USER_GRID, demo_user_level.PRIVATE_USER_GRID)
+    ]
+    assert sizes[0] == sizes[1]
+    assert not set(demo_user_level.USER_TUNING_SEEDS) & set(demo_user_level.USER_SEEDS)
+
+
+@pytest.mark.slow
+def test_user_level_demo_reports_what_the_ledger_recorded(tmp_path):
+    recipes = demo.UserRecipes(
+        demo.Recipe("non-private Adam", batch_size=256, learning_rate=3e-3, epochs=1,
+                    normalization="batch"),
+        demo.private_user_recipe(40, 2.0, users_per_batch=10, examples_per_user=4, epochs=2),
+        {},
+    )  # fmt: skip
+    results = demo.run_user_demo(
+        [3], tmp_path, training_users=40, held_out_users=(8, 10), recipes=recipes
+    )
+    assert json.loads((tmp_path / "results.json").read_text()) == results
+    assert results["privacy_unit"] == "user" and results["delta"] == 1e-5
+    non_private, private = results["runs"]
+    assert non_private["privacy"] is None and non_private["epsilon"] is None
+    privacy = private["privacy"]
+    assert privacy["privacy_unit"] == "user" and privacy["n_units"] == 40
+    assert privacy["sampling_rate"] == pytest.approx(10 / 40)
+    assert privacy["max_units_per_batch"] == pydp_r.data.poisson_batch_size_bound(40, 0.25)
+    assert (privacy["examples_per_unit"], privacy["steps"]) == (4, 2 * 4)
+    assert privacy["noise_multiplier"] == pytest.approx(recipes.private.noise_multiplier)
+    assert privacy["epsilon"] <= 2.0 and private["epsilon"] == privacy["epsilon"]
+    # One score per wearer: 10 held-out wearers against 10 training wearers.
+    assert 0 <= private["membership_auc"] <= 1
+    assert results["summary"]["DP-Adam per wearer eps=2"]["epsilon"] == privacy["epsilon"]
