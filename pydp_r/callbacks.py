@@ -44,9 +44,18 @@ _WHY_REFUSED = {
     "Batch": "groups several Poisson batches into one step",
     "PaddedBatch": "groups several Poisson batches into one step",
 }
-# Operations that group examples into batches, and those below a batch that keep the count of
-# distinct examples knowable from cardinalities (no duplication beyond repeat).
+# Operations that group examples into batches; operations that may yield one example more
+# than once per iteration (a source dataset has no inputs; zip pairs its inputs one to one).
 _BATCHING = {"Batch", "PaddedBatch", "ParallelBatch"}
+_MAY_DUPLICATE = {
+    "Concatenate",
+    "FlatMap",
+    "Interleave",
+    "ParallelInterleave",
+    "ChooseFromDatasets",
+    "DirectedInterleave",
+    "SampleFromDatasets",
+}
 
 
 class NonFiniteExamplesWarning(UserWarning):
@@ -94,6 +103,20 @@ def _chain(dataset: tf.data.Dataset) -> list[tf.data.Dataset]:
         chain.append(inputs[0])
 
 
+def _paths_to_poisson(
+    dataset: tf.data.Dataset, above: tuple[str, ...] = ()
+) -> list[tuple[tuple[str, ...], PoissonSampling]]:
+    """Every `poisson_batches` dataset `dataset` is made from, with the operations between."""
+    sampling = getattr(dataset, "pydp_r_poisson_sampling", None)
+    if sampling is not None:
+        return [(above, sampling)]
+    name = _keras_seam.dataset_transformation(dataset)
+    found = []
+    for source in _keras_seam.dataset_inputs(dataset):
+        found += _paths_to_poisson(source, (*above, name))
+    return found
+
+
 def poisson_sampling_of(dataset: tf.data.Dataset) -> PoissonSampling | None:
     """The sampling of a `poisson_batches` dataset, also through the operations that keep each
     element one fresh Poisson batch (map, prefetch, take, skip, repeat, with_options); None for
@@ -101,49 +124,74 @@ def poisson_sampling_of(dataset: tf.data.Dataset) -> PoissonSampling | None:
 
     Raises:
         ValueError: For a dataset made from Poisson batches by another operation (cache,
-            shuffle, filter, batch, unbatch, rebatch, ...), naming it and why.
+            shuffle, filter, batch, unbatch, rebatch, zip, concatenate, ...), naming it and why.
+    """
+    paths = _paths_to_poisson(dataset)
+    if not paths:
+        return None
+    unsafe = [name for above, _ in paths for name in above if name not in _POISSON_PRESERVING]
+    if len(paths) > 1:
+        unsafe.append("several poisson_batches datasets combined")
+    if unsafe:
+        reasons = "; ".join(
+            f"{name.lower()} {_WHY_REFUSED.get(name, 'may change what one batch holds')}"
+            for name in dict.fromkeys(unsafe)
+            if not name.startswith("several")
+        )
+        raise ValueError(
+            "The dataset given to fit() is made from pydp_r.data.poisson_batches through "
+            f"{', '.join(dict.fromkeys(unsafe))}" + (f": {reasons}" if reasons else "") + ", so "
+            "the Poisson accounting would not hold. Remove it: map, prefetch, take, skip, "
+            "repeat and with_options are fine, and poisson_batches draws fresh batches every "
+            "epoch by itself."
+        )
+    return paths[0][1]
+
+
+@dataclasses.dataclass(frozen=True)
+class _DatasetPasses:
+    """How passes over an ordinary dataset are counted (see `_dataset_passes`)."""
+
+    n: int | None
+    whole_passes: bool
+
+
+def _dataset_passes(dataset: tf.data.Dataset, steps_per_epoch: Any) -> _DatasetPasses:
+    """How to count the passes of an ordinary (not Poisson) dataset over its examples.
+
+    - n known (the examples the first batching operation from the top groups, from
+      cardinalities, below it only single-input operations or zips): passes from the
+      examples consumed (a `.batch(b).repeat(3)` is three passes).
+    - n unknown, nothing that repeats or duplicates examples, no `steps_per_epoch`: one pass
+      per epoch (each example at most once per iteration).
+    - Otherwise (a repeat or an operation that may duplicate examples, n unknown): every step
+      may reuse every example, so each step counts as a pass.
+
+    Raises:
+        ValueError: For a repeat below the batching operation, which can put one example
+            twice into one batch (twice the sensitivity), naming the fix.
     """
     chain = _chain(dataset)
-    for depth, node in enumerate(chain):
-        sampling = getattr(node, "pydp_r_poisson_sampling", None)
-        if sampling is None:
-            continue
-        above = [_keras_seam.dataset_transformation(d) for d in chain[:depth]]
-        unsafe = [name for name in above if name not in _POISSON_PRESERVING]
-        if unsafe:
-            reasons = "; ".join(
-                f"{name.lower()} {_WHY_REFUSED.get(name, 'may change what one batch holds')}"
-                for name in dict.fromkeys(unsafe)
-            )
-            raise ValueError(
-                "The dataset given to fit() is made from pydp_r.data.poisson_batches through "
-                f"{', '.join(dict.fromkeys(unsafe))}: {reasons}, so the Poisson accounting "
-                "would not hold. Remove it: map, prefetch, take, skip, repeat and with_options "
-                "are fine, and poisson_batches draws fresh batches every epoch by itself."
-            )
-        return sampling
-    return None
-
-
-def _examples_per_pass(chain: list[tf.data.Dataset]) -> int | None:
-    """Distinct examples behind an ordinary batched dataset, when its cardinalities tell.
-
-    The examples are what the first batching operation (from the top) groups; below it, only
-    single-input operations of known or infinite cardinality may stand (repeat, map, shuffle,
-    take, ...). The smallest finite cardinality there bounds the distinct examples from above,
-    so passes counted from it are never too few. None when anything hides the count (filter,
-    generators, interleave, unbatch).
-    """
     names = [_keras_seam.dataset_transformation(node) for node in chain]
-    batching = [depth for depth, name in enumerate(names) if name in _BATCHING]
-    if not batching or _keras_seam.dataset_inputs(chain[-1]):
-        return None  # no batching, or the chain ends in a many-input operation (zip, ...)
-    below = chain[batching[0] + 1 :]
-    counts = [int(node.cardinality()) for node in below]
-    if not below or any(count == tf.data.UNKNOWN_CARDINALITY for count in counts):
-        return None
-    finite = [count for count in counts if count >= 0]
-    return min(finite) if finite and min(finite) > 0 else None
+    batching = next((depth for depth, name in enumerate(names) if name in _BATCHING), None)
+    if batching is not None and "Repeat" in names[batching + 1 :]:
+        raise ValueError(
+            "The dataset given to fit() repeats its examples before batching them "
+            "(dataset.repeat().batch(...)), which can put one example into a batch twice, "
+            "doubling what it can move a step: the accounting cannot bound that. Batch first "
+            "and repeat the batches (dataset.batch(...).repeat()), or train on "
+            "pydp_r.data.poisson_batches."
+        )
+    many_inputs = bool(_keras_seam.dataset_inputs(chain[-1])) and names[-1] != "Zip"
+    duplicating = many_inputs or any(name in _MAY_DUPLICATE for name in names)
+    n = None
+    if batching is not None and not duplicating:
+        counts = [int(node.cardinality()) for node in chain[batching + 1 :]]
+        if counts and tf.data.UNKNOWN_CARDINALITY not in counts:
+            finite = [count for count in counts if count >= 0]
+            n = min(finite) if finite and min(finite) > 0 else None
+    repeats = "Repeat" in names or duplicating
+    return _DatasetPasses(n=n, whole_passes=n is None and not repeats and steps_per_epoch is None)
 
 
 def describe_fit_input(arguments: dict[str, Any]) -> FitInput:
@@ -156,17 +204,9 @@ def describe_fit_input(arguments: dict[str, Any]) -> FitInput:
             return FitInput(
                 POISSON, n=sampling.n, poisson=sampling, source="pydp_r.data.poisson_batches"
             )
-        chain = _chain(x)
-        n = _examples_per_pass(chain)
-        repeats = any(_keras_seam.dataset_transformation(d) == "Repeat" for d in chain)
-        # Passes are counted from the examples consumed when n is known (a repeat(k) is k
-        # passes), else one per epoch; a repeat with n unknown: every step may reuse every
-        # example.
+        passes = _dataset_passes(x, steps_per_epoch)
         return FitInput(
-            SHUFFLED,
-            n=n,
-            whole_passes=n is None and not repeats and steps_per_epoch is None,
-            source="a tf.data dataset",
+            SHUFFLED, n=passes.n, whole_passes=passes.whole_passes, source="a tf.data dataset"
         )
     flat = [value for value in tf.nest.flatten(x) if hasattr(value, "shape")]
     if not flat or isinstance(x, keras.utils.PyDataset):

@@ -353,11 +353,46 @@ def test_a_repeated_dataset_counts_every_pass_it_makes():
     model.fit(dataset, epochs=1, callbacks=[budget], verbose=0)
     assert model.optimizer.privacy_ledger.passes == 3
     assert budget.epsilon == pytest.approx(gaussian_epsilon(1.1, 3, 1e-5), rel=1e-9)
-    # Repeated below the batching too, or shuffled in between: the same count.
+    # Zipped inputs are paired one to one: the same count.
     model = model_with(dp_sgd(noise_multiplier=1.1))
-    dataset = tf.data.Dataset.from_tensor_slices((x, y)).repeat(2).shuffle(50).batch(20)
-    model.fit(dataset, epochs=1, verbose=0)
+    zipped = tf.data.Dataset.zip(
+        tf.data.Dataset.from_tensor_slices(x), tf.data.Dataset.from_tensor_slices(y)
+    )
+    model.fit(zipped.shuffle(50).batch(20).repeat(2), epochs=1, verbose=0)
     assert model.optimizer.privacy_ledger.passes == 2
+
+
+def test_a_dataset_that_may_duplicate_examples_counts_every_step_as_a_pass():
+    import tensorflow as tf
+
+    x, y = data(200)
+    model = model_with(dp_sgd(noise_multiplier=1.1))
+    half = tf.data.Dataset.from_tensor_slices((x[:100], y[:100]))
+    model.fit(half.concatenate(half).batch(20), epochs=1, verbose=0)  # each example twice
+    ledger = model.optimizer.privacy_ledger
+    assert ledger.steps == 10 and ledger.passes == 10
+
+
+def test_repeating_examples_before_batching_is_refused_before_any_step():
+    import tensorflow as tf
+
+    x, y = data(200)
+    model = model_with(dp_sgd())
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).repeat(2).shuffle(50).batch(20)
+    with pytest.raises(ValueError, match=r"batch\(\.\.\.\)\.repeat\(\)"):
+        model.fit(dataset, epochs=1, verbose=0)
+    assert int(model.optimizer.iterations) == 0
+
+
+def test_poisson_batches_zipped_with_another_dataset_are_refused():
+    import tensorflow as tf
+
+    x, y = data(200)
+    model = model_with(dp_sgd())
+    batches = poisson_batches((x, y), 0.1, seed=0)
+    zipped = tf.data.Dataset.zip(batches, batches).map(lambda a, b: a)
+    with pytest.raises(ValueError, match="Zip"):
+        model.fit(zipped, epochs=1, verbose=0)
 
 
 def test_a_checkpoint_saved_mid_epoch_carries_every_step_it_took(tmp_path):
