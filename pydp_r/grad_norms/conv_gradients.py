@@ -3,7 +3,7 @@
 For kernel offset `o` the kernel gradient of one example is `sum_t view_o[t] g_t^T` over output
 positions `t`, where `view_o` is the offset's input view (`conv_views.shifted_views`) and `g`
 the gradient at the output: one batched matrix product per offset, so all examples' gradients
-cost about what the batch's own kernel gradient costs. A depthwise convolution keeps channels
+take the multiply-adds of the batch's own kernel gradient. A depthwise convolution keeps channels
 apart, so its per-example gradients come from one filter gradient with the batch folded into
 the channels.
 """

@@ -170,7 +170,8 @@ def _stride_split_views(
 ) -> Iterator[tf.Tensor]:
     """Strides above 1, padded input of known sizes: each spatial axis, zero-padded at the end
     to a multiple `n` of its stride `s`, is split into `(n / s, s)`; a view is then a plain
-    slice of the outer axes at one inner index (a strided slice is much slower on CPU)."""
+    slice of the outer axes at one inner index, not a strided slice (why: benchmarks/README.md,
+    "Convolution rules")."""
     spatial = list(_spatial_shape(inputs, channels_first))
     extra = [(-size) % stride for size, stride in zip(spatial, layer.strides, strict=True)]
     if any(extra):
