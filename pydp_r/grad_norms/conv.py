@@ -118,7 +118,9 @@ class _ConvolutionRule:
         """The layer's output before bias and activation, and what `unit_gradients` needs."""
         raise NotImplementedError
 
-    def forward(self, layer: keras.layers.Layer, inputs: tf.Tensor) -> tuple[tf.Tensor, Any, Any]:
+    def forward(
+        self, layer: keras.layers.Layer, inputs: tf.Tensor
+    ) -> tuple[tf.Tensor, tf.Tensor, Any]:
         z, saved = self.convolved(layer, inputs)
         if layer.use_bias:
             z = keras.ops.add(z, layer.bias)
