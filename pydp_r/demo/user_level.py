@@ -45,7 +45,7 @@ from pydp_r.demo.population import (
     PopulationArrays,
     population_arrays,
 )
-from pydp_r.demo.recipes import ACCOUNTANT, PRIOR_HEART_RATE_BPM, Recipe
+from pydp_r.demo.recipes import ACCOUNTANT, DEFAULT_SEEDS, PRIOR_HEART_RATE_BPM, Recipe
 from pydp_r.demo.report import mean_and_sd
 from pydp_r.demo.runs import (
     EpochGroupProgress,
@@ -58,18 +58,18 @@ from pydp_r.demo.runs import (
 )
 from pydp_r.ledger import POISSON, USER, PrivacyLedger, Segment
 
-#: Evaluation populations (the recipes were tuned on USER_TUNING_SEEDS, disjoint from these).
-USER_SEEDS = (0, 1, 2)
+#: Evaluation populations: the command line's default --seeds (disjoint from the tuning ones).
+USER_SEEDS = DEFAULT_SEEDS
 #: Public synthetic populations the user-level recipes are tuned on (`--tune`).
 USER_TUNING_SEEDS = (100, 101, 102)
-#: What `--tune` searches at the user level: the same number of candidates for both models.
-#: Measured (mean validation MAE over populations 100-102, 2000 training wearers, bpm):
-#: non-private batch normalization 1/2/4 epochs 8.08/8.06/8.13, none 8.11/8.11/8.13;
-#: DP lr 3e-3 with k = 4/16/32 8.79/8.70/8.67, lr 1e-2 8.46/8.41/8.42.
+# What `--tune` searches at the user level: the same number of candidates for both models.
+# Measured (mean validation MAE over populations 100-102, 2000 training wearers, bpm):
+# non-private batch normalization 1/2/4 epochs 8.08/8.06/8.13, none 8.11/8.11/8.13;
+# DP lr 3e-3 with k = 4/16/32 8.79/8.70/8.67, lr 1e-2 8.46/8.41/8.42. Tuning leaves fixed
+# the non-private batch (256 sequences) and learning rate (3e-3), and the private sampling
+# rate (q = 0.1: 200 wearers of 2000 per step on average) and 10 epochs (100 steps).
 NON_PRIVATE_USER_GRID = {"normalization": ("batch", "none"), "epochs": (1, 2, 4)}
 PRIVATE_USER_GRID = {"learning_rate": (3e-3, 1e-2), "examples_per_user": (4, 16, 32)}
-#: What tuning leaves fixed: the non-private batch (256 sequences) and learning rate 3e-3; the
-#: private one's 200 expected wearers per batch (q = 0.1 of 2000) over 10 epochs (100 steps).
 #: Delta is at most 1e-5 and at most 1 / wearers.
 MAX_DELTA = 1e-5
 #: Held-out wearers attacked and as many training wearers, each scored by its mean loss.
@@ -144,12 +144,24 @@ def non_private_user_recipe() -> Recipe:
 def private_user_recipe(
     n_users: int,
     target_epsilon: float,
-    users_per_batch: int = 200,
+    users_per_batch: int | None = None,
     examples_per_user: int = 16,
     learning_rate: float = 1e-2,
     epochs: int = 10,
 ) -> Recipe:
-    """DP-Adam over Poisson batches of wearers, noise calibrated for the ledger's epsilon."""
+    """DP-Adam over Poisson batches of wearers, noise calibrated for the ledger's epsilon.
+
+    Args:
+        n_users: Training wearers, integer >= 2.
+        target_epsilon: Epsilon per wearer, > 0, at delta `user_delta(n_users)`.
+        users_per_batch: Expected wearers per step; None: a tenth of them (q = 0.1).
+        examples_per_user: k, the most sequences a wearer brings to a step (what `--tune`
+            chose, with the learning rate).
+        learning_rate: DP-Adam's initial rate, decayed along a cosine.
+        epochs: Passes, each of floor(1 / q) steps.
+    """
+    if users_per_batch is None:
+        users_per_batch = max(1, n_users // 10)
     recipe = Recipe(
         name=f"DP-Adam per wearer eps={target_epsilon:g}",
         batch_size=users_per_batch,
