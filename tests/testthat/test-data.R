@@ -203,8 +203,8 @@ test_that("poisson_batches() takes R user ids; a fit is then accounted per user"
   # 30 users with 4 examples each, in a scrambled order; as characters and as integers.
   set.seed(2)
   users <- sample(rep(1:30, each = 4))
-  names <- sprintf("wearer%02d", users)
-  by_name <- poisson_batches(data, sampling_rate = 0.2, user_ids = names,
+  wearer_names <- sprintf("wearer%02d", users)
+  by_name <- poisson_batches(data, sampling_rate = 0.2, user_ids = wearer_names,
                              max_examples_per_user = 3, seed = 5)
   by_number <- poisson_batches(data, sampling_rate = 0.2, user_ids = users,
                                max_examples_per_user = 3, seed = 5)
