@@ -443,6 +443,19 @@ def symbolic_calls(layer: keras.layers.Layer, args: tuple, kwargs: dict) -> list
     Raises:
         Exception: Whatever `call` raises on symbolic tensors (e.g. a raw TensorFlow op).
     """
+    return symbolic_calls_with_inputs(layer, args, kwargs, [])[0]
+
+
+def symbolic_calls_with_inputs(
+    layer: keras.layers.Layer, args: tuple, kwargs: dict, extra_inputs: list
+) -> tuple[list[GraphCall], list]:
+    """`symbolic_calls`, where `call` may also compute from `extra_inputs`: symbolic tensors
+    (`keras.Input`s) that the caller's hooks append to that list while `call` runs.
+
+    Returns:
+        The calls (those on the way from the arguments or `extra_inputs` to the outputs) and
+        the symbolic outputs of `call`.
+    """
     from keras.src.ops.function import map_graph
 
     def fresh_input(value: Any) -> Any:
@@ -459,9 +472,9 @@ def symbolic_calls(layer: keras.layers.Layer, args: tuple, kwargs: dict) -> list
         outputs = layer.call(*symbolic_args, **symbolic_kwargs)
         flat_outputs = [v for v in tf.nest.flatten(outputs) if is_symbolic(v)]
         if not flat_outputs:
-            return []
-        _, nodes_by_depth, _, _ = map_graph(inputs, flat_outputs)
-        return _calls_in_order(nodes_by_depth)
+            return [], []
+        _, nodes_by_depth, _, _ = map_graph([*inputs, *extra_inputs], flat_outputs)
+        return _calls_in_order(nodes_by_depth), flat_outputs
     finally:
         for op, inbound, outbound in history:
             del op._inbound_nodes[inbound:]

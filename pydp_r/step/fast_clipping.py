@@ -56,6 +56,9 @@ _MODES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 SUBLAYERS_MODE, WHOLE_MODE = "sublayers", "whole"
 # Models whose leaving the fast path was logged, and reasons only a traced step found.
 _LOGGED: weakref.WeakSet = weakref.WeakSet()
+# Sublayers called off the batch whose output is only broadcast into it (`_off_batch_sublayers`):
+# the fast path tiles their input over the batch, so their rules see one row per example.
+_TILED: weakref.WeakSet = weakref.WeakSet()
 _TRACE_REASONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
@@ -351,11 +354,20 @@ def _layer_entries(
 
 
 class _SublayerCalls:
-    """Records the shapes of the tensors each direct sublayer's `call` receives."""
+    """Records the shapes of the tensors each direct sublayer's `call` receives.
 
-    def __init__(self, layer: keras.layers.Layer) -> None:
+    With `placeholders`, a sublayer with trainable weights called on a tensor that is not
+    symbolic (computed without the inputs, e.g. from `keras.ops.arange(n)`) returns a symbolic
+    stand-in for its output (a `keras.Input` of that shape, in `extra_inputs`), so that every
+    use of that output becomes a call of the trace.
+    """
+
+    def __init__(self, layer: keras.layers.Layer, placeholders: bool = False) -> None:
         self.sublayers = _keras_seam.direct_sublayers(layer)
         self.shapes: dict[int, list[tuple]] = {id(sub): [] for sub in self.sublayers}
+        self.with_placeholders = placeholders
+        self.placeholders: dict[int, list[Any]] = {id(sub): [] for sub in self.sublayers}
+        self.extra_inputs: list[Any] = []
 
     @contextlib.contextmanager
     def recording(self) -> Iterator[None]:
@@ -365,7 +377,20 @@ class _SublayerCalls:
             def call(inputs, *args, _sublayer=sublayer, _original=original, **kwargs):
                 shape = tuple(getattr(inputs, "shape", ()))
                 self.shapes[id(_sublayer)].append(shape)
-                return _original(inputs, *args, **kwargs)
+                outputs = _original(inputs, *args, **kwargs)
+                if (
+                    self.with_placeholders
+                    and _sublayer.trainable_weights
+                    and not _keras_seam.is_symbolic(inputs)
+                    and isinstance(outputs, tf.Tensor)
+                ):
+                    placeholder = keras.Input(
+                        batch_shape=tuple(outputs.shape), dtype=outputs.dtype.name
+                    )
+                    self.placeholders[id(_sublayer)].append(placeholder)
+                    self.extra_inputs.append(placeholder)
+                    return placeholder
+                return outputs
 
             sublayer.call = call
         try:
@@ -417,6 +442,16 @@ def _traced_entries(
     if not_per_example is None and failed:
         not_per_example = f"{failed[0].name} ({failed[0].type}): {failed[0].detail}"
     not_through_sublayers = _sublayer_problem(calls, recorder)
+    tiled: list[keras.layers.Layer] = []
+    if not_through_sublayers is not None and not_per_example is None:
+        found = _off_batch_sublayers(layer, args, kwargs or {}, recorder)
+        if isinstance(found, str):
+            not_through_sublayers += f" ({found})" if found else ""
+        else:
+            tiled = found
+            not_through_sublayers = _sublayer_problem(calls, recorder, tiled)
+            prefix = "" if top_level else name + "/"
+            sub_entries.extend(_tiled_entry(sublayer, prefix) for sublayer in tiled)
     if not_through_sublayers is None and _own_weights(layer):
         not_through_sublayers = "it has trainable weights of its own (not in its sublayers)"
     if top_level:
@@ -424,6 +459,7 @@ def _traced_entries(
         if problem is not None:
             entries.append(_entry(layer.name, layer, GENERAL, problem))
         _MODES[layer] = SUBLAYERS_MODE
+        _TILED.update(tiled)
         entries.extend(sub_entries)
         return
     if strict and not_per_example is not None:
@@ -436,6 +472,7 @@ def _traced_entries(
         not_through_sublayers = not_per_example  # a sublayer of a declared layer
     if not_through_sublayers is None:
         _MODES[layer] = SUBLAYERS_MODE
+        _TILED.update(tiled)
         if not strict:
             detail = (
                 "through its sublayers' rules (its through_sublayers declaration verified: each "
@@ -449,6 +486,8 @@ def _traced_entries(
         entries.extend(sub_entries)
         return
     _MODES[layer] = WHOLE_MODE
+    for sublayer in _keras_seam.direct_sublayers(layer):
+        _TILED.discard(sublayer)
     if strict:
         detail = (
             "vectorized alone over the batch (its call traced: per-example; not through its "
@@ -471,15 +510,20 @@ def _own_weights(layer: keras.layers.Layer) -> bool:
     return any(id(weight) not in in_sublayers for weight in layer.trainable_weights)
 
 
-def _sublayer_problem(calls: list[_keras_seam.GraphCall], recorder: _SublayerCalls) -> str | None:
+def _sublayer_problem(
+    calls: list[_keras_seam.GraphCall],
+    recorder: _SublayerCalls,
+    tiled: list[keras.layers.Layer] = (),
+) -> str | None:
     """Why the traced calls of `layer` do not each take one batched tensor per weighted
     sublayer, or None: every sublayer with trainable weights is called exactly once, in the
-    trace, on graph tensors whose axis 0 is the batch."""
+    trace, on graph tensors whose axis 0 is the batch, or is among `tiled` (called off the
+    batch once, its output only broadcast into it: `_off_batch_sublayers`)."""
     graph_calls: dict[int, list[_keras_seam.GraphCall]] = {}
     for call in calls:
         graph_calls.setdefault(id(call.operation), []).append(call)
     for sublayer in recorder.sublayers:
-        if not sublayer.trainable_weights:
+        if not sublayer.trainable_weights or any(sublayer is other for other in tiled):
             continue
         seen = graph_calls.get(id(sublayer), [])
         eager = [s for s in recorder.shapes[id(sublayer)] if not s or s[0] is not None]
@@ -500,6 +544,112 @@ def _sublayer_problem(calls: list[_keras_seam.GraphCall], recorder: _SublayerCal
                     f"tensor of shape {tuple(value.shape)} without the batch axis first"
                 )
     return None
+
+
+# Layers that act on each position (each vector along the last axis, or each index) alone, the
+# same whatever axes lead: layer(tile(c)) is tile(layer(c)) for a tensor c tiled over a new axis 0.
+_POSITIONWISE = (keras.layers.Embedding, keras.layers.Dense)
+_BROADCASTING_OPERATIONS = ("Add", "Subtract", "Multiply")
+
+
+def _off_batch_sublayers(
+    layer: keras.layers.Layer, args: tuple, kwargs: dict, first: _SublayerCalls
+) -> list[keras.layers.Layer] | str:
+    """The weighted sublayers of `layer` called off the batch whose output only enters the
+    batch by broadcasting, or why some sublayer called off the batch is not one ("" if none is).
+
+    Such a sublayer S is called once on a tensor `c` computed without the inputs (a position
+    embedding of `keras.ops.arange(length)`); `S(c)` of rank r goes only into one `+`, `-` or
+    `*` with a batched tensor of rank r + 1, so it is broadcast over the batch axis alone.
+    With S acting on each position alone (`_POSITIONWISE`), `S(tile_B(c)) = tile_B(S(c))`, and
+    `t + tile_B(S(c)) = t + S(c)`: calling S on `c` tiled over the batch computes the same
+    outputs, and S's gradient at its output row i is then example i's own (its per-example
+    weight gradient: the upstream gradient of example i, scattered by S's rule). The trace is
+    rerun with S's output made symbolic, so that every use of it is a call of the trace.
+    """
+    off_batch = [
+        sublayer
+        for sublayer in first.sublayers
+        if sublayer.trainable_weights
+        and any(not shape or shape[0] is not None for shape in first.shapes[id(sublayer)])
+    ]
+    if not off_batch:
+        return ""
+    for sublayer in off_batch:
+        if type(sublayer) not in _POSITIONWISE or getattr(sublayer, "mask_zero", False):
+            return (
+                f"'{sublayer.name}' ({type(sublayer).__name__}) is not a layer known to act on "
+                "each position alone (Embedding without mask_zero, Dense), so its input is not "
+                "tiled over the batch"
+            )
+        if len(first.shapes[id(sublayer)]) != 1:
+            return f"'{sublayer.name}' is called more than once"
+    recorder = _SublayerCalls(layer, placeholders=True)
+    try:
+        with recorder.recording():
+            calls, outputs = _keras_seam.symbolic_calls_with_inputs(
+                layer, args, kwargs, recorder.extra_inputs
+            )
+    except Exception as error:  # noqa: BLE001  (any failure means: not provable this way)
+        return f"its call with the output of '{off_batch[0].name}' made symbolic failed: {error}"
+    for sublayer in off_batch:
+        placeholders = recorder.placeholders[id(sublayer)]
+        problem = (
+            _broadcast_problem(placeholders[0], calls, outputs)
+            if len(placeholders) == 1
+            else "is not computed from a tensor without the inputs"
+        )
+        if problem is not None:
+            return f"the output of '{sublayer.name}' {problem}"
+    return off_batch
+
+
+def _broadcast_problem(
+    output: keras.KerasTensor, calls: list[_keras_seam.GraphCall], outputs: list
+) -> str | None:
+    """Why the symbolic `output` is not used exactly once, by `+`, `-` or `*` with one batched
+    tensor of one more axis (a broadcast over the batch axis alone), or None."""
+    if any(value is output for value in outputs):
+        return "is an output of the layer"
+    consumers = [
+        call
+        for call in calls
+        if any(value is output for value in tf.nest.flatten((call.args, call.kwargs)))
+    ]
+    if len(consumers) != 1:
+        return f"is used {len(consumers)} times (only one +, - or * into the batch is proven)"
+    call = consumers[0]
+    if _keras_seam.keras_operation_name(call.operation) not in _BROADCASTING_OPERATIONS:
+        return f"goes into '{call.operation.name}', not into +, - or * with the batch"
+    tensors = [v for v in tf.nest.flatten((call.args, call.kwargs)) if _keras_seam.is_symbolic(v)]
+    others = [tensor for tensor in tensors if tensor is not output]
+    rank = len(output.shape)
+    if (
+        len(tensors) != 2
+        or len(others) != 1
+        or len(others[0].shape) != rank + 1
+        or others[0].shape[0] is not None
+        or len(call.outputs) != 1
+        or len(call.outputs[0].shape) != rank + 1
+    ):
+        return f"is not broadcast over the batch axis alone by '{call.operation.name}'"
+    return None
+
+
+def _tiled_entry(sublayer: keras.layers.Layer, prefix: str) -> LayerPath:
+    entries: list[LayerPath] = []
+    _layer_entries(sublayer, None, None, prefix + sublayer.name, entries)
+    return dataclasses.replace(
+        entries[0],
+        detail=f"{entries[0].detail}; called off the batch and broadcast into it (its input "
+        "is tiled over the batch)",
+    )
+
+
+def _tiled_over_batch(tensor: tf.Tensor, batch_size: tf.Tensor) -> tf.Tensor:
+    """`tensor` repeated along a new leading batch axis of `batch_size`."""
+    tensor = tf.convert_to_tensor(tensor)
+    return tf.broadcast_to(tensor[tf.newaxis], tf.concat([[batch_size], tf.shape(tensor)], 0))
 
 
 def _through_sublayers(layer: keras.layers.Layer) -> bool:
@@ -550,17 +700,25 @@ def _rule_for(model: keras.Model, layer: keras.layers.Layer) -> grad_norms.Layer
 
 
 @contextlib.contextmanager
-def _recording(model: keras.Model, records: list[_Record]) -> Iterator[list[keras.layers.Layer]]:
+def _recording(
+    model: keras.Model, records: list[_Record], batch_size: tf.Tensor
+) -> Iterator[list[keras.layers.Layer]]:
     """Temporarily route the calls of every layer with own trainable weights through a recorder;
-    yields the layers so routed."""
+    yields the layers so routed. A layer called off the batch and broadcast into it (`_TILED`)
+    gets its input tiled to `batch_size` rows."""
     hooked = []
     for layer in _weighted_units(model):
         if any(layer is other for other in hooked):
             continue  # reached twice (a nested model used twice): its second call raises
         rule = _rule_for(model, layer)
         original_call = layer.call
+        tiled = layer in _TILED
 
-        def hooked_call(inputs, *args, _layer=layer, _rule=rule, _call=original_call, **kwargs):
+        def hooked_call(
+            inputs, *args, _layer=layer, _rule=rule, _call=original_call, _tiled=tiled, **kwargs
+        ):
+            if _tiled:
+                inputs = _tiled_over_batch(inputs, batch_size)
             if any(record.layer is _layer for record in records):
                 raise NotSupported(f"layer '{_layer.name}' is called more than once")
             if args or any(isinstance(value, tf.Tensor) for value in tf.nest.flatten(kwargs)):
@@ -651,7 +809,8 @@ def clipped_gradient_sum(
         raise NotSupported(reason)
     records: list[_Record] = []
     with tf.GradientTape(persistent=True) as tape:
-        with _recording(model, records) as hooked:
+        batch_size = tf.shape(tf.nest.flatten(x)[0])[0]
+        with _recording(model, records, batch_size) as hooked:
             predictions = model(x, training=True)
         if model.losses:
             raise NotSupported("the model has regularization or add_loss terms")

@@ -192,24 +192,68 @@ def _token_position_model(length):
 
 @pytest.mark.parametrize("declared", [True, False])
 @pytest.mark.parametrize("length", [BATCH, 5])  # batch size == sequence length, and not
-def test_a_position_embedding_on_a_batch_free_tensor_is_never_clipped_as_rows(
+def test_a_position_embedding_on_a_batch_free_tensor_is_tiled_over_the_batch(
     monkeypatch, declared, length
 ):
-    # Declared `through_sublayers`, the position embedding's rule would read its (length, width)
-    # output gradient as `length` examples: at batch == length a wrong clipped sum, else a shape
-    # error. The declaration is checked per instance and refused: the layer is vectorized alone.
+    # Read as rows, the position embedding's (length, width) output gradient would be `length`
+    # examples: at batch == length a wrong clipped sum, else a shape error. Its output only
+    # enters the batch through `+`, so its input is tiled over the batch and its rule sees each
+    # example's gradient (issue #27): the same per-example norms and clipped sums as the
+    # general path, in every variant of the harness.
     monkeypatch.setattr(registry, "_PER_EXAMPLE", dict(registry._PER_EXAMPLE))
     if declared:
         grad_norms.register_per_example(TokenAndPositionEmbedding, through_sublayers=True)
     model = _token_position_model(length)
     report = fast_clipping.clipping_report(model)
+    assert report.path == "fast", str(report)
     entry = next(e for e in report if e.type == "TokenAndPositionEmbedding")
-    assert entry.path == "fast"
-    assert entry.detail.startswith("vectorized alone over the batch")
-    assert "'embedding" in entry.detail and f"shape ({length},)" in entry.detail
-    assert ("declaration is refused" in entry.detail) == declared
+    assert entry.detail.startswith("through its sublayers' rules"), entry.detail
+    tiled = [e for e in report if e.type == "Embedding" and "tiled over the batch" in e.detail]
+    layer = next(la for la in model.layers if isinstance(la, TokenAndPositionEmbedding))
+    assert [e.name for e in tiled] == [f"{entry.name}/{layer.positions.name}"]
+    assert tiled[0].detail.startswith("rule EmbeddingRule")
     x = np.random.default_rng(length).integers(0, 30, size=(BATCH, length)).astype("int32")
-    assert_rule_matches_general_path(model, x, _targets(length), "examples")
+    for variant in ("examples", "microbatches", "sample_weights", "unknown_batch", "jit"):
+        assert_rule_matches_general_path(model, x, _targets(length), variant)
+
+
+class _PositionsUsedOtherwise(keras.layers.Layer):
+    """Position embeddings that do not only enter the batch through one `+`: not tiled."""
+
+    def __init__(self, use, **kwargs):
+        super().__init__(**kwargs)
+        self.use = use
+        self.tokens = keras.layers.Embedding(30, 4)
+        self.positions = keras.layers.Embedding(5, 4)
+        self.norm = keras.layers.LayerNormalization()
+
+    def call(self, inputs):
+        tokens = self.tokens(inputs)
+        positions = ops.arange(ops.shape(inputs)[-1])
+        if self.use == "twice":  # also summed over positions: the tiled sum would be B times it
+            table = self.positions(positions)
+            return tokens + table + ops.sum(table)
+        if self.use == "scaled":  # batch-free arithmetic before the broadcast
+            return tokens + 2.0 * self.positions(positions)
+        if self.use == "matmul":  # contracted, not broadcast
+            return ops.matmul(tokens, ops.transpose(self.positions(positions)))
+        # LayerNormalization is not known to act on each position alone: not tiled.
+        return tokens + self.norm(self.positions(positions))
+
+
+@pytest.mark.parametrize("use", ["twice", "scaled", "matmul", "not_positionwise"])
+def test_a_sublayer_off_the_batch_used_otherwise_is_vectorized_with_its_layer(use):
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((5,), dtype="int32")
+    hidden = keras.layers.Flatten()(_PositionsUsedOtherwise(use)(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(1)(hidden))
+    report = fast_clipping.clipping_report(model)
+    entry = next(e for e in report if e.type == "_PositionsUsedOtherwise")
+    assert entry.path == "fast"
+    assert entry.detail.startswith("vectorized alone over the batch"), entry.detail
+    assert not any(e.detail.endswith("(its input is tiled over the batch)") for e in report)
+    x = np.random.default_rng(1).integers(0, 30, size=(BATCH, 5)).astype("int32")
+    assert_rule_matches_general_path(model, x, _targets(5), "examples")
 
 
 class _BatchedPositions(keras.layers.Layer):

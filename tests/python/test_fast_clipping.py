@@ -381,7 +381,8 @@ def assert_fit_step_is_the_batch_of_one_reference(model, x, y, clip, jit_compile
             loss = tf.reduce_mean(tf.square(model(x[i : i + 1]) - y[i : i + 1]))
             if model.losses:
                 loss += tf.add_n(model.losses)
-        grads = tape.gradient(loss, model.trainable_weights)
+        # Embedding gradients come as IndexedSlices.
+        grads = [tf.convert_to_tensor(g) for g in tape.gradient(loss, model.trainable_weights)]
         norm = np.sqrt(sum(float(np.sum(g.numpy() ** 2)) for g in grads))
         reference.append([g.numpy() * min(1.0, clip / norm) / len(x) for g in grads])
     expected = [sum(parts) for parts in zip(*reference, strict=True)]
@@ -467,3 +468,43 @@ def test_xla_compiled_fit_step_is_the_batch_of_one_reference(path):
         )
     assert (fast_clipping.unsupported_reason(model) is None) == (path == "fast")
     assert_fit_step_is_the_batch_of_one_reference(model, x, y, clip=0.5, jit_compile=True)
+
+
+class _TokenAndPositionEmbedding(keras.layers.Layer):
+    """Keras' text-classification example's layer, as users write it."""
+
+    def __init__(self, maxlen, vocab_size, embed_dim):
+        super().__init__()
+        self.token_emb = keras.layers.Embedding(input_dim=vocab_size, output_dim=embed_dim)
+        self.pos_emb = keras.layers.Embedding(input_dim=maxlen, output_dim=embed_dim)
+
+    def call(self, x):
+        maxlen = keras.ops.shape(x)[-1]
+        positions = keras.ops.arange(start=0, stop=maxlen, step=1)
+        positions = self.pos_emb(positions)
+        x = self.token_emb(x)
+        return x + positions
+
+
+def test_a_position_embedding_tiled_over_the_batch_gives_the_per_example_loop_step(monkeypatch):
+    # The position embedding is called on arange(8), without the batch axis, at batch size 8:
+    # its input is tiled over the batch and the fit step is the per-example loop's (issue #27).
+    tiled = []
+    original = fast_clipping._tiled_over_batch
+
+    def spy(tensor, batch_size):
+        tiled.append(tuple(tensor.shape))
+        return original(tensor, batch_size)
+
+    monkeypatch.setattr(fast_clipping, "_tiled_over_batch", spy)
+    rng = np.random.default_rng(6)
+    x = rng.integers(0, 20, size=(8, 8)).astype("int32")
+    y = rng.normal(size=(8, 1)).astype("float32") * 5
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8,), dtype="int32")
+    hidden = _TokenAndPositionEmbedding(8, 20, 4)(inputs)
+    hidden = keras.layers.Dense(3, activation="tanh")(hidden)
+    model = keras.Model(inputs, keras.layers.Dense(1)(keras.layers.Flatten()(hidden)))
+    assert fast_clipping.unsupported_reason(model) is None
+    assert_fit_step_is_the_batch_of_one_reference(model, x, y, clip=0.5)
+    assert tiled and set(tiled) == {(8,)}  # traced once or more, always tiled
