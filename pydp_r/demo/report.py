@@ -112,7 +112,9 @@ def notes(recipes: Recipes, n: int, measured_epsilon: float, window_epsilon: flo
         f"MIA: loss-threshold membership inference, training sequences against "
         f"{NON_MEMBER_BLOCKS} random blocks of the training span held out of training (their "
         "inner sequences share no window with a training one): i.i.d. non-members, so AUC 0.5 "
-        "is chance and any gap is membership, not drift.",
+        "is chance and any gap is membership, not drift. A member's windows also sit in up to "
+        f"{WINDOWS_PER_SEQUENCE} training sequences, a non-member's in none: the attack sees "
+        "window membership too, bounded only by the window-level epsilon.",
     ]
 
 
