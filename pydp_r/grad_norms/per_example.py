@@ -27,6 +27,10 @@ declare_known_per_example(
         "GlobalMaxPooling1D GlobalMaxPooling2D GlobalMaxPooling3D GlobalAveragePooling1D "
         "GlobalAveragePooling2D GlobalAveragePooling3D Concatenate Add Subtract Multiply Average "
         "Maximum Minimum Dot Rescaling Identity UnitNormalization Masking "
+        # Preprocessing with fixed (adapted) state, row by row. Not TextVectorization: without
+        # output_sequence_length it pads every example to the batch's longest.
+        "IntegerLookup StringLookup Normalization CategoryEncoding Hashing Discretization "
+        "HashedCrossing "
         # With weights but no rule: vectorized over the batch, layer by layer.
         "PReLU RMSNormalization"
     )

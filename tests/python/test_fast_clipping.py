@@ -508,3 +508,39 @@ def test_a_position_embedding_tiled_over_the_batch_gives_the_per_example_loop_st
     assert fast_clipping.unsupported_reason(model) is None
     assert_fit_step_is_the_batch_of_one_reference(model, x, y, clip=0.5)
     assert tiled and set(tiled) == {(8,)}  # traced once or more, always tiled
+
+
+def test_preprocessing_layers_in_the_model_take_the_fast_path_and_the_loop_step():
+    # Keras' structured-data example preprocesses inside the model (lookups, normalization,
+    # bins): fixed state applied row by row, so the fast path proves the model per-example.
+    rng = np.random.default_rng(7)
+    x = np.concatenate(
+        [rng.integers(0, 4, size=(8, 1)), rng.normal(50, 10, size=(8, 2))], axis=1
+    ).astype("float32")
+    y = rng.normal(size=(8, 1)).astype("float32") * 5
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((3,))
+    category = keras.ops.cast(inputs[:, :1], "int64")
+    encoded = [
+        keras.layers.IntegerLookup(vocabulary=[0, 1, 2], output_mode="one_hot")(category),
+        keras.layers.CategoryEncoding(4, output_mode="multi_hot")(category),
+        keras.layers.Hashing(5, output_mode="one_hot")(category),
+        keras.layers.Normalization(mean=50.0, variance=100.0)(inputs[:, 1:]),
+        keras.layers.CategoryEncoding(4, output_mode="one_hot")(
+            keras.layers.Discretization(bin_boundaries=[40.0, 50.0, 60.0])(inputs[:, 1:2])
+        ),
+    ]
+    hidden = keras.layers.Dense(4, activation="tanh")(keras.layers.concatenate(encoded))
+    model = keras.Model(inputs, keras.layers.Dense(1)(hidden))
+    assert fast_clipping.unsupported_reason(model) is None, str(pydp_r.clipping_report(model))
+    assert_fit_step_is_the_batch_of_one_reference(model, x, y, clip=0.5)
+
+
+def test_a_string_lookup_takes_the_fast_path_with_the_general_paths_clipped_sums():
+    words = np.array([["normal"], ["fixed"], ["reversible"], ["fixed"]] * 2)
+    y = np.random.default_rng(8).normal(size=(8, 1)).astype("float32") * 5
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((1,), dtype="string")
+    lookup = keras.layers.StringLookup(vocabulary=["normal", "fixed"], output_mode="one_hot")
+    model = keras.Model(inputs, keras.layers.Dense(1)(lookup(inputs)))
+    assert_same_clipped_sums(model, words, y, clip=0.5)
