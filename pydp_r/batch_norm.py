@@ -74,11 +74,26 @@ class GroupNormalizationUpTo(keras.layers.GroupNormalization):
 
     def build(self, input_shape: Any) -> None:
         channels = int(input_shape[self.axis])
-        self.groups = _largest_divisor_at_most(channels, self.max_groups)
+        if len(input_shape) == 2 and channels == 1:
+            raise ValueError(
+                f"Layer '{self.name}' replaces a BatchNormalization of one feature per example "
+                f"(input shape {tuple(input_shape)}): normalizing one value within an example "
+                "gives a constant. Freeze that BatchNormalization (trainable=False) instead."
+            )
+        self.groups = _group_count(channels, len(input_shape), self.max_groups)
         super().build(input_shape)
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "max_groups": self.max_groups}
+
+
+def _group_count(channels: int, rank: int | None, max_groups: int) -> int:
+    """Groups for `channels`: the largest divisor <= `max_groups`; one group for an input of
+    feature vectors (rank 2), where a group of one feature would normalize to a constant and a
+    group of two to +-1 (there are no positions to take statistics over)."""
+    if rank == 2:
+        return 1
+    return _largest_divisor_at_most(channels, max_groups)
 
 
 def _normalization_for(
@@ -92,14 +107,23 @@ def _normalization_for(
         "scale": config["scale"],
         "name": layer.name,
     }
+    rank = layer.input_spec.ndim if layer.built and layer.input_spec is not None else None
+    channels = (
+        int(layer.gamma.shape[0] if layer.scale else layer.beta.shape[0]) if layer.built else None
+    )
+    if rank == 2 and channels == 1:
+        # One value per example: any per-example normalization of it is a constant. Frozen, the
+        # layer is the affine map of its moving statistics, per example (weights copied).
+        frozen = keras.layers.BatchNormalization.from_config(config)
+        frozen.trainable = False
+        return frozen
     if replacement == "layer":
         return keras.layers.LayerNormalization(**common)
     if not layer.built:
         # A model defined without an input shape (as the R walkthrough's is) has no channel count
         # yet: the group count is chosen when the layer is built.
         return GroupNormalizationUpTo(max_groups=max_groups, **common)
-    channels = int(layer.gamma.shape[0] if layer.scale else layer.beta.shape[0])
-    groups = _largest_divisor_at_most(channels, max_groups)
+    groups = _group_count(channels, rank, max_groups)
     return keras.layers.GroupNormalization(groups=groups, **common)
 
 
@@ -112,8 +136,12 @@ def replace_batch_norm(
 
     Like Opacus' `ModuleValidator.fix`: each trainable BatchNormalization becomes a
     GroupNormalization with the largest number of groups <= `max_groups` that divides its
-    channel count (or a LayerNormalization), keeping its name, axis and epsilon. Sequential and
-    functional models nested inside are copied the same way. A frozen BatchNormalization
+    channel count (or a LayerNormalization), keeping its name, axis and epsilon; on feature
+    vectors (no positions) one group, since a group of one feature would normalize to a
+    constant. A BatchNormalization of a single feature per example (a distance, a score) has
+    no per-example replacement: it is kept frozen, the affine map of its moving statistics.
+    Sequential and functional models nested inside are copied the same way, Lambda layers with
+    their functions. A frozen BatchNormalization
     (`trainable=False`) runs in inference mode, per example, and is kept. Every other layer
     keeps its weights; the new normalization layers start at identity (scale 1, offset 0). The
     result is not compiled. A mask reaching a replaced layer still flows on to later layers,
@@ -172,7 +200,7 @@ def _copy_with_replacements(model: keras.Model, replacement: str, max_groups: in
             return keras.models.clone_model(
                 layer, clone_function=clone_layer, call_function=call_layer
             )
-        return layer.__class__.from_config(layer.get_config())
+        return _copy_from_config(layer)
 
     def call_layer(layer: keras.layers.Layer, *args: Any, **kwargs: Any) -> Any:
         if id(layer) in replacements:
@@ -187,6 +215,18 @@ def _copy_with_replacements(model: keras.Model, replacement: str, max_groups: in
     if isinstance(model, keras.Sequential):
         return keras.models.clone_model(model, clone_function=clone_layer)
     return keras.models.clone_model(model, clone_function=clone_layer, call_function=call_layer)
+
+
+def _copy_from_config(layer: keras.layers.Layer) -> keras.layers.Layer:
+    """A fresh layer from `layer`'s configuration. A Lambda's function is found by its name
+    in that configuration, so it is given by name here: it need not be registered."""
+    functions = {}
+    if isinstance(layer, keras.layers.Lambda):
+        for function in (layer.function, getattr(layer, "mask", None)):
+            if callable(function) and hasattr(function, "__name__"):
+                functions[function.__name__] = function
+    with keras.saving.custom_object_scope(functions):
+        return layer.__class__.from_config(layer.get_config())
 
 
 def _copy_weights(model: keras.Model, clone: keras.Model) -> None:

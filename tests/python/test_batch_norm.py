@@ -1,8 +1,11 @@
 """BatchNormalization is refused under DP training and replaced by per-example normalization."""
 
+import warnings
+
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import pydp_r
 from pydp_r.batch_norm import check_no_batch_norm
@@ -213,3 +216,66 @@ def test_batch_norm_inside_a_nested_subclassed_model_is_refused_by_name():
     model = keras.Model(inputs, Block(name="block")(inputs))
     with pytest.raises(ValueError, match="'bn_hidden'.*subclassed"):
         pydp_r.replace_batch_norm(model)
+
+
+def _distance(vectors):
+    # A named function, not registered with Keras (as in Keras' siamese example).
+    first, second = vectors
+    return keras.ops.sqrt(keras.ops.sum(keras.ops.square(first - second), axis=1, keepdims=True))
+
+
+def siamese_like_model() -> keras.Model:
+    """Keras' siamese example's shape: batch norm on feature vectors, a Lambda with a named
+    function, and batch norm of the one-value distance before the head."""
+    keras.utils.set_random_seed(0)
+    first, second = keras.Input((6,)), keras.Input((6,))
+    tower = keras.Sequential(
+        [
+            keras.Input((6,)),
+            keras.layers.Dense(16, activation="tanh"),
+            keras.layers.BatchNormalization(name="bn_vectors"),
+        ],
+        name="tower",
+    )
+    distance = keras.layers.Lambda(_distance, output_shape=(1,))([tower(first), tower(second)])
+    scaled = keras.layers.BatchNormalization(name="bn_distance")(distance)
+    return keras.Model([first, second], keras.layers.Dense(1, name="head")(scaled))
+
+
+def test_feature_vectors_get_one_group_and_a_single_feature_is_kept_frozen():
+    # A group per feature would normalize every feature to its offset: a constant model.
+    model = siamese_like_model()
+    bn_distance = model.get_layer("bn_distance")
+    bn_distance.moving_mean.assign([0.5])
+    fixed = pydp_r.replace_batch_norm(model)
+    check_no_batch_norm(fixed)
+    vectors = fixed.get_layer("tower").get_layer("bn_vectors")
+    assert type(vectors) is keras.layers.GroupNormalization and vectors.groups == 1
+    frozen = fixed.get_layer("bn_distance")
+    assert type(frozen) is keras.layers.BatchNormalization and not frozen.trainable
+    np.testing.assert_array_equal(frozen.moving_mean.numpy(), [0.5])
+    rng = np.random.default_rng(9)
+    pair = [rng.normal(size=(8, 6)).astype("float32") for _ in range(2)]
+    assert np.ptp(fixed.predict(pair, verbose=0)) > 1e-3  # not a constant model
+
+
+def test_the_replaced_siamese_model_trains_with_the_per_example_loop_step():
+    rng = np.random.default_rng(10)
+    pair = [rng.normal(size=(8, 6)).astype("float32") for _ in range(2)]
+    y = rng.normal(size=(8, 1)).astype("float32") * 5
+    fixed = pydp_r.replace_batch_norm(siamese_like_model())
+    reference = []
+    for i in range(8):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.square(fixed([p[i : i + 1] for p in pair]) - y[i : i + 1]))
+        grads = tape.gradient(loss, fixed.trainable_weights)
+        norm = np.sqrt(sum(float(np.sum(g.numpy() ** 2)) for g in grads))
+        reference.append([g.numpy() * min(1.0, 0.5 / norm) / 8 for g in grads])
+    expected = [sum(parts) for parts in zip(*reference, strict=True)]
+    before = [w.numpy().copy() for w in fixed.trainable_weights]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", pydp_r.NoPrivacyWarning)
+        fixed.compile(optimizer=pydp_r.DPSGD(0.5, 0.0, learning_rate=1.0), loss="mse")
+    fixed.fit(pair, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
+    for w, old, want in zip(fixed.trainable_weights, before, expected, strict=True):
+        np.testing.assert_allclose(w.numpy() - old, -want, rtol=2e-4, atol=1e-6)
