@@ -178,8 +178,9 @@ def poisson_batches(
         ValueError: For an argument outside its range or arrays of different lengths.
     """
     x, y, sample_weight = _split_data(data)
-    x = tf.nest.map_structure(np.asarray, x)
-    y = tf.nest.map_structure(np.asarray, y)
+    # tf.data stacks a list into one tensor: several inputs (outputs) go in as a tuple.
+    x = _lists_as_tuples(tf.nest.map_structure(np.asarray, x))
+    y = _lists_as_tuples(tf.nest.map_structure(np.asarray, y))
     arrays = tf.nest.flatten(x) + tf.nest.flatten(y)
     lengths = {len(array) if array.ndim else None for array in arrays}
     if len(lengths) != 1 or None in lengths:
@@ -291,6 +292,15 @@ def poisson_batches(
         examples_per_unit=group_size,
     )
     return dataset
+
+
+def _lists_as_tuples(structure: Any) -> Any:
+    """`structure` with every list (at any depth) made a tuple."""
+    if isinstance(structure, (list, tuple)):
+        return tuple(_lists_as_tuples(item) for item in structure)
+    if isinstance(structure, Mapping):
+        return {key: _lists_as_tuples(value) for key, value in structure.items()}
+    return structure
 
 
 def _checked_weights(sample_weight: Any, n: int) -> np.ndarray:

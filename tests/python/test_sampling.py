@@ -234,3 +234,18 @@ def test_bad_data():
         poisson_batches({"features": x, "y": y}, 0.5)
     with pytest.raises(ValueError, match="data must be a tuple"):
         poisson_batches(x, 0.5)
+
+
+def test_a_list_of_inputs_stays_several_inputs():
+    rng = np.random.default_rng(0)
+    x1, x2 = rng.normal(size=(40, 3)), rng.normal(size=(40, 5))
+    y = rng.normal(size=(40, 1))
+    first, second = keras.Input((3,)), keras.Input((5,))
+    joined = keras.layers.Concatenate()([keras.layers.Dense(2)(first), second])
+    model = keras.Model([first, second], keras.layers.Dense(1)(joined))
+    model.compile(optimizer=pydp_r.DPSGD(1.0, 1.0), loss="mse")
+    dataset = poisson_batches(([x1, x2], y), 0.25, seed=0)
+    (batch_x, _, _) = next(iter(dataset))
+    assert isinstance(batch_x, tuple) and [t.shape[1] for t in batch_x] == [3, 5]
+    model.fit(dataset, epochs=1, verbose=0)
+    assert model.optimizer.privacy_ledger.steps == 4
