@@ -27,9 +27,12 @@ demo: $(VENV)/.demo-installed
 
 test: lint pytest rcheck test-lowest
 
-# The daily tier: everything not marked slow (statistical, audit, subprocess, R), about a minute.
+# Tests run on two processes (pytest-xdist): TensorFlow's small ops leave a core idle otherwise.
+PYTEST_WORKERS ?= 2
+
+# The daily tier: everything not marked slow (statistical, audit, subprocess, R), about 3 minutes.
 test-fast: $(VENV)/.test-installed
-	$(PY) -m pytest -m "not slow" -q
+	$(PY) -m pytest -m "not slow" -q -n $(PYTEST_WORKERS)
 
 # The core suites again on the lowest supported TensorFlow/Keras pair (pyproject's floor).
 LOWEST_VENV := .venv-lowest
@@ -39,12 +42,13 @@ CORE_TESTS := tests/python/test_keras_contract.py tests/python/test_optimizers.p
 	tests/python/test_fast_clipping.py tests/python/test_accounting.py
 
 test-lowest: $(LOWEST_VENV)/.installed
-	$(LOWEST_VENV)/bin/python -m pytest -m "not slow" -q -p no:cacheprovider $(CORE_TESTS)
+	$(LOWEST_VENV)/bin/python -m pytest -m "not slow" -q -p no:cacheprovider \
+		-n $(PYTEST_WORKERS) $(CORE_TESTS)
 
 $(LOWEST_VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(LOWEST_VENV)
 	$(LOWEST_VENV)/bin/python -m pip install -q --upgrade pip
-	$(LOWEST_VENV)/bin/python -m pip install -q $(LOWEST_PINS) pytest hypothesis
+	$(LOWEST_VENV)/bin/python -m pip install -q $(LOWEST_PINS) pytest pytest-xdist hypothesis
 	$(LOWEST_VENV)/bin/python -m pip install -q --no-deps -e .
 	touch $@
 
@@ -53,7 +57,7 @@ lint: $(VENV)/.test-installed
 	$(VENV)/bin/ruff format --check .
 
 pytest: $(VENV)/.test-installed r-install
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(PYTEST_WORKERS)
 
 # R CMD build copies the whole tree (the multi-GB virtualenv included) before applying
 # .Rbuildignore, so the package is staged first: seconds instead of a minute.
