@@ -471,8 +471,11 @@ def user_report(
         "recipes": {r.name: asdict(r) for r in (recipes.non_private, recipes.private)},
         "tuning_seeds": list(USER_TUNING_SEEDS),
         "tuning_grids": {
-            recipes.non_private.name: NON_PRIVATE_USER_GRID,
-            recipes.private.name: PRIVATE_USER_GRID,
+            name: {key: list(values) for key, values in grid.items()}
+            for name, grid in (
+                (recipes.non_private.name, NON_PRIVATE_USER_GRID),
+                (recipes.private.name, PRIVATE_USER_GRID),
+            )
         },
         "tuning": recipes.tuning,
         "summary": summary,
