@@ -161,6 +161,7 @@ def test_zero_noise_is_infinite_epsilon(accountant):
     batch_size=st.integers(5, 400),
     epochs=st.integers(1, 40),
 )
+@pytest.mark.slow  # over 3 s: the full tier
 def test_noise_multiplier_is_the_smallest_meeting_the_target(target_epsilon, batch_size, epochs):
     n = 2000
     sigma = compute_noise_multiplier(n, batch_size, target_epsilon, epochs, 1e-5)
@@ -168,6 +169,7 @@ def test_noise_multiplier_is_the_smallest_meeting_the_target(target_epsilon, bat
     assert compute_epsilon(n, batch_size, sigma * (1 - 1e-3), epochs, 1e-5) > target_epsilon
 
 
+@pytest.mark.slow  # over 3 s: the full tier
 def test_noise_multiplier_with_pld_and_microbatching():
     sigma = compute_noise_multiplier(500, 50, 2.0, 2, 1e-5, accountant="pld")
     assert compute_epsilon(500, 50, sigma, 2, 1e-5, accountant="pld") <= 2.0

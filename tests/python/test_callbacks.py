@@ -97,6 +97,7 @@ def test_poisson_batches_get_the_amplified_epsilon_of_the_steps_taken():
     assert budget.accountant_used == "rdp"
 
 
+@pytest.mark.slow  # over 3 s: the full tier
 def test_truncated_poisson_batches_are_accounted_exactly():
     x, y = data(640)
     with pytest.raises(ValueError, match="max_batch_size"):

@@ -164,6 +164,7 @@ def test_plan_rejects_bad_values(capsys):
 TF_PRIVACY_FLAGS = ["--N=60000", "--batch_size=256", "--noise_multiplier=1.1", "--epochs=60"]
 
 
+@pytest.mark.slow  # over 3 s: the full tier
 def test_compute_dp_sgd_privacy_subcommand_is_tf_privacys_script(capsys):
     from pydp_r.tensorflow_privacy.privacy.analysis import compute_dp_sgd_privacy_lib as lib
 
@@ -191,6 +192,7 @@ def test_compute_dp_sgd_privacy_subcommand_is_tf_privacys_script(capsys):
     )
 
 
+@pytest.mark.slow  # over 3 s: the full tier
 def test_other_subcommands_accept_tf_privacys_flag_spellings(capsys):
     status, out, _ = run(capsys, "epsilon", *TF_PRIVACY_FLAGS, "--delta=1e-5")
     assert status == 0 and float(out) == compute_epsilon(60000, 256, 1.1, 60, 1e-5)
@@ -235,6 +237,7 @@ def test_the_command_line_does_not_load_tensorflow():
     assert result.stderr == ""
 
 
+@pytest.mark.slow  # over 3 s: the full tier
 def test_plan_per_wearer_prints_the_planners_answer(capsys):
     from pydp_r.planner import plan_dp_training
 

@@ -155,6 +155,7 @@ def _transformer_encoder(vocabulary=40, length=8, width=8):
     return keras.Model(inputs, keras.layers.Dense(1)(ops.mean(h, axis=1)))
 
 
+@pytest.mark.slow  # over 3 s: the full tier
 def test_a_transformer_encoder_with_residual_additions_takes_the_fast_path():
     model = _transformer_encoder()
     report = fast_clipping.clipping_report(model)

@@ -213,6 +213,7 @@ def test_sweep_recipes_recalibrate_the_private_recipe_per_epsilon():
     assert all(r.learning_rate == 0.01 and r.batch_size == 64 for r in recipes.sweep.values())
 
 
+@pytest.mark.slow  # over 3 s: the full tier
 def test_python_m_pydp_r_demo_is_the_command_line():
     completed = subprocess.run(
         [sys.executable, "-m", "pydp_r.demo", "--help"],

@@ -52,6 +52,7 @@ def test_without_enough_steps_the_plan_keeps_the_most_steps():
     assert "No candidate keeps 10000 steps" in str(plan)
 
 
+@pytest.mark.slow  # over 3 s: the full tier
 def test_default_candidates_are_powers_of_two_up_to_half_of_n():
     plan = plan_dp_training(n=300, target_epsilon=4.0, epochs=5, delta=1e-4)
     assert [c.batch_size for c in plan.candidates] == [16, 32, 64, 128]

@@ -153,6 +153,7 @@ def test_dict_data_and_multi_input_structures():
         assert np.all(batch_x["a"].numpy()[real, 0] > 0)
 
 
+@pytest.mark.slow  # over 3 s: the full tier
 def test_trains_with_fit_and_a_dp_optimizer():
     rng = np.random.default_rng(0)
     n, rate = 200, 0.1
