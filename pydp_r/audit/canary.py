@@ -307,7 +307,7 @@ def canary_exposure_experiment(
     Raises:
         ValueError: For an argument outside its range.
     """
-    from pydp_r import accounting
+    from pydp_r.data.sampling import poisson_batches
     from pydp_r.optimizers import DPAdam
 
     num_insertions = check_count("num_insertions", num_insertions)
@@ -332,14 +332,14 @@ def canary_exposure_experiment(
     keras.utils.set_random_seed(seed)
     model = character_model(context_length)
     if private:
+        # An experiment, not a release: the noise is seeded so that a run can be repeated.
         optimizer: keras.optimizers.Optimizer = DPAdam(
             l2_norm_clip=l2_norm_clip,
             noise_multiplier=noise_multiplier,
             learning_rate=1e-2 if learning_rate is None else learning_rate,
+            noise_seed=seed,
         )
-        epsilon = accounting.compute_epsilon(
-            x_train.shape[0], batch_size, noise_multiplier, epochs, delta
-        )
+        epsilon = math.nan  # the ledger's figure for what ran, after training
     else:
         optimizer = keras.optimizers.Adam(1e-3 if learning_rate is None else learning_rate)
         epsilon = math.inf
@@ -349,7 +349,14 @@ def canary_exposure_experiment(
         metrics=["accuracy"],
     )
     start = time.perf_counter()
-    model.fit(x_train, y_train, batch_size=batch_size, epochs=epochs, shuffle=True, verbose=0)
+    if private:
+        # Poisson batches, so that the epsilon (the ledger's) is the amplified one.
+        rate = batch_size / x_train.shape[0]
+        batches = poisson_batches((x_train, y_train), sampling_rate=rate, seed=seed)
+        model.fit(batches, epochs=epochs, verbose=0)
+        epsilon = optimizer.privacy_ledger.epsilon(delta)
+    else:
+        model.fit(x_train, y_train, batch_size=batch_size, epochs=epochs, shuffle=True, verbose=0)
     wall_seconds = time.perf_counter() - start
     validation_accuracy = float(
         model.evaluate(x_held_out, y_held_out, verbose=0, return_dict=True)["accuracy"]

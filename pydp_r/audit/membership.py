@@ -297,7 +297,7 @@ def membership_inference_experiment(
     """
     import math
 
-    from pydp_r import accounting
+    from pydp_r.data.sampling import poisson_batches
     from pydp_r.optimizers import DPAdam
 
     num_members = check_count("num_members", num_members, 8)
@@ -332,18 +332,25 @@ def membership_inference_experiment(
         ]
     )
     if private:
+        # An experiment, not a release: the noise is seeded so that a run can be repeated.
         optimizer: keras.optimizers.Optimizer = DPAdam(
-            l2_norm_clip=l2_norm_clip, noise_multiplier=noise_multiplier, learning_rate=1e-2
-        )
-        epsilon = accounting.compute_epsilon(
-            num_members, batch_size, noise_multiplier, epochs, delta
+            l2_norm_clip=l2_norm_clip,
+            noise_multiplier=noise_multiplier,
+            learning_rate=1e-2,
+            noise_seed=seed,
         )
     else:
         optimizer = keras.optimizers.Adam(1e-3)
         epsilon = math.inf
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
-    model.fit(*members, batch_size=batch_size, epochs=epochs, shuffle=True, verbose=0)
+    if private:
+        # Poisson batches, so that the epsilon (the ledger's figure for what ran) is amplified.
+        rate = batch_size / num_members
+        model.fit(poisson_batches(members, sampling_rate=rate, seed=seed), epochs=epochs, verbose=0)
+        epsilon = optimizer.privacy_ledger.epsilon(delta)
+    else:
+        model.fit(*members, batch_size=batch_size, epochs=epochs, shuffle=True, verbose=0)
     train_accuracy = model.evaluate(*members, verbose=0, return_dict=True)["accuracy"]
     test_accuracy = model.evaluate(*non_members, verbose=0, return_dict=True)["accuracy"]
     attack = membership_inference(model, members, non_members, delta, seed=seed)
