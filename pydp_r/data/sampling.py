@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import secrets
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -196,11 +196,13 @@ def poisson_batches(
         raise ValueError(f"privacy_unit must be one of {UNITS}; received {privacy_unit!r}.")
     group_size = 1
     if user_ids is not None and privacy_unit == EXAMPLE:
-        kept = _at_most_per_user(user_ids, n, max_examples_per_user, _checked_seed(seed))
+        kept, group_size = _at_most_per_user(
+            user_ids, n, max_examples_per_user, _checked_seed(seed)
+        )
         x, y = (tf.nest.map_structure(lambda a: a[kept], part) for part in (x, y))
         if sample_weight is not None:
             sample_weight = np.asarray(sample_weight).reshape(-1)[kept]
-        n, group_size = len(kept), check_count("max_examples_per_user", max_examples_per_user)
+        n = len(kept)
         warnings.warn(
             f"poisson_batches(privacy_unit='example') samples examples: the epsilon is per "
             f"example, and per user (up to {group_size} examples each) it is the far weaker "
@@ -229,22 +231,8 @@ def poisson_batches(
             "example), or leave it out."
         )
     weights = _checked_weights(sample_weight, n)
-    if max_batch_size is None:
-        max_batch_size = poisson_batch_size_bound(n, sampling_rate)
-    else:
-        max_batch_size = check_count("max_batch_size", max_batch_size)
-        expected = sampling_rate * n
-        if not expected <= max_batch_size <= n:
-            raise ValueError(
-                f"max_batch_size must be an integer in [sampling_rate * n, n] = "
-                f"[{math.ceil(expected)}, {n}] (below the expected batch most batches would be "
-                f"cut); received {max_batch_size!r}."
-            )
-    if steps is None:
-        # The tolerance keeps floor(1 / 0.01) at 100 despite 1 / 0.01 = 99.999... in floats.
-        steps = max(1, math.floor(1 / sampling_rate + 1e-9))
-    else:
-        steps = check_count("steps", steps)
+    max_batch_size = _checked_max_batch_size(max_batch_size, n, sampling_rate, "n")
+    steps = _checked_steps(steps, sampling_rate)
     seed = _checked_seed(seed)
 
     flat_x = [tf.constant(array) for array in tf.nest.flatten(x)]
@@ -279,19 +267,14 @@ def poisson_batches(
             batch_weights,
         )
 
-    # One random seed per batch, fresh at every pass over the dataset (every fit() epoch);
-    # the whole sequence of passes is reproducible from `seed`.
-    dataset = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).take(steps)
-    dataset = dataset.map(one_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    dataset = dataset.apply(tf.data.experimental.assert_cardinality(steps)).prefetch(1)
-    dataset.pydp_r_poisson_sampling = PoissonSampling(
+    sampling = PoissonSampling(
         n=n,
         sampling_rate=sampling_rate,
         max_batch_size=max_batch_size,
         steps_per_epoch=steps,
         examples_per_unit=group_size,
     )
-    return dataset
+    return _sampled_dataset(one_batch, seed, sampling)
 
 
 def _lists_as_tuples(structure: Any) -> Any:
@@ -329,6 +312,68 @@ def _checked_seed(seed: Any) -> int:
     return int(seed)
 
 
+def _checked_steps(steps: Any, sampling_rate: float) -> int:
+    """Batches per iteration: the given count, or one epoch, `floor(1 / sampling_rate)`."""
+    if steps is None:
+        # The tolerance keeps floor(1 / 0.01) at 100 despite 1 / 0.01 = 99.999... in floats.
+        return max(1, math.floor(1 / sampling_rate + 1e-9))
+    return check_count("steps", steps)
+
+
+def _checked_max_batch_size(
+    max_batch_size: Any, units: int, sampling_rate: float, name: str
+) -> int:
+    """Units per batch: the given count in [expected batch, units], or the default bound.
+
+    `name` is how the message calls the number of units ("n" for examples, "users").
+    """
+    if max_batch_size is None:
+        return poisson_batch_size_bound(units, sampling_rate)
+    count = check_count("max_batch_size", max_batch_size)
+    expected = sampling_rate * units
+    if not expected <= count <= units:
+        counted = "" if name == "n" else f" counts {name} with user_ids:"
+        raise ValueError(
+            f"max_batch_size{counted or ' must be'} an integer in [sampling_rate * {name}, "
+            f"{name}] = [{math.ceil(expected)}, {units}] (below the expected batch most "
+            f"batches would be cut); received {max_batch_size!r}."
+        )
+    return count
+
+
+def _checked_users(user_ids: Any, n: int, max_examples_per_user: Any) -> tuple[np.ndarray, int]:
+    """Each example's user as an index in [0, users), and the most examples per user."""
+    ids = np.asarray(user_ids)
+    if ids.ndim != 1 or len(ids) != n:
+        raise ValueError(
+            f"user_ids must have shape ({n},), one id per example; received shape {ids.shape}."
+        )
+    if max_examples_per_user is None:
+        raise ValueError(
+            "max_examples_per_user is required with user_ids: the most examples of one user "
+            "that training uses, an integer >= 1 (e.g. the typical number of examples per "
+            "user, or less)."
+        )
+    _, user_index = np.unique(ids, return_inverse=True)
+    return user_index, check_count("max_examples_per_user", max_examples_per_user)
+
+
+def _sampled_dataset(
+    one_batch: Callable[[tf.Tensor], Any], seed: int, sampling: PoissonSampling
+) -> tf.data.Dataset:
+    """`sampling.steps_per_epoch` batches `one_batch(batch_seed)`, carrying `sampling`.
+
+    One random seed per batch, fresh at every pass over the dataset (every fit() epoch); the
+    whole sequence of passes is reproducible from `seed`.
+    """
+    steps = sampling.steps_per_epoch
+    dataset = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).take(steps)
+    dataset = dataset.map(one_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    dataset = dataset.apply(tf.data.experimental.assert_cardinality(steps)).prefetch(1)
+    dataset.pydp_r_poisson_sampling = sampling
+    return dataset
+
+
 def _user_batches(
     x: Any,
     y: Any,
@@ -342,34 +387,11 @@ def _user_batches(
     steps: Any,
 ) -> tf.data.Dataset:
     """`poisson_batches` with users as the unit (see there)."""
-    ids = np.asarray(user_ids)
-    if ids.ndim != 1 or len(ids) != n:
-        raise ValueError(
-            f"user_ids must have shape ({n},), one id per example; received shape {ids.shape}."
-        )
-    if max_examples_per_user is None:
-        raise ValueError(
-            "max_examples_per_user is required with user_ids: the most examples one user brings "
-            "to a batch, an integer >= 1 (e.g. the typical number of examples per user, or "
-            "less)."
-        )
-    per_user = check_count("max_examples_per_user", max_examples_per_user)
+    user_index, per_user = _checked_users(user_ids, n, max_examples_per_user)
     weights = _checked_weights(sample_weight, n)
-    _, user_index = np.unique(ids, return_inverse=True)
     num_users = int(user_index.max()) + 1
-    if max_batch_size is None:
-        max_users = poisson_batch_size_bound(num_users, sampling_rate)
-    else:
-        max_users = check_count("max_batch_size", max_batch_size)
-        expected = sampling_rate * num_users
-        if not expected <= max_users <= num_users:
-            raise ValueError(
-                f"max_batch_size counts users with user_ids: an integer in [sampling_rate * "
-                f"users, users] = [{math.ceil(expected)}, {num_users}]; received "
-                f"{max_batch_size!r}."
-            )
-    steps = max(1, math.floor(1 / sampling_rate + 1e-9)) if steps is None else steps
-    steps = check_count("steps", steps)
+    max_users = _checked_max_batch_size(max_batch_size, num_users, sampling_rate, "users")
+    steps = _checked_steps(steps, sampling_rate)
     seed = _checked_seed(seed)
 
     order = np.argsort(user_index, kind="stable")
@@ -421,10 +443,7 @@ def _user_batches(
             tf.ensure_shape(batch_weights, [rows]),
         )
 
-    dataset = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).take(steps)
-    dataset = dataset.map(one_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    dataset = dataset.apply(tf.data.experimental.assert_cardinality(steps)).prefetch(1)
-    dataset.pydp_r_poisson_sampling = PoissonSampling(
+    sampling = PoissonSampling(
         n=num_users,
         sampling_rate=sampling_rate,
         max_batch_size=max_users,
@@ -432,27 +451,18 @@ def _user_batches(
         unit=USER,
         examples_per_unit=per_user,
     )
-    return dataset
+    return _sampled_dataset(one_batch, seed, sampling)
 
 
-def _at_most_per_user(user_ids: Any, n: int, max_examples_per_user: Any, seed: int) -> np.ndarray:
+def _at_most_per_user(
+    user_ids: Any, n: int, max_examples_per_user: Any, seed: int
+) -> tuple[np.ndarray, int]:
     """Indices of a uniformly random `max_examples_per_user` examples of each user (all of a
-    user's when fewer), in their original order."""
-    ids = np.asarray(user_ids)
-    if ids.ndim != 1 or len(ids) != n:
-        raise ValueError(
-            f"user_ids must have shape ({n},), one id per example; received shape {ids.shape}."
-        )
-    if max_examples_per_user is None:
-        raise ValueError(
-            "max_examples_per_user is required with user_ids: the most examples one user "
-            "contributes, an integer >= 1."
-        )
-    per_user = check_count("max_examples_per_user", max_examples_per_user)
-    _, user_index = np.unique(ids, return_inverse=True)
+    user's when fewer), in their original order, and that checked count."""
+    user_index, per_user = _checked_users(user_ids, n, max_examples_per_user)
     keys = np.random.default_rng(seed).random(n)
     order = np.lexsort((keys, user_index))  # by user, randomly within each
     rank = np.empty(n, np.int64)
     starts = np.searchsorted(user_index[order], user_index[order], side="left")
     rank[order] = np.arange(n) - starts
-    return np.flatnonzero(rank < per_user)
+    return np.flatnonzero(rank < per_user), per_user
