@@ -357,32 +357,10 @@ def audit_optimizer_step(
     )
     direction = _canary_direction(model, x_with[-1:], y_with[-1:])
     run = _trial_runner(optimizer, model, direction, num_trials, mode)
-    scores_without = run(x_without, y_without)
-    scores_with = run(x_with, y_with)
-
-    dp_audit = bounds.epsilon_lower_bound(
-        scores_without, scores_with, delta, confidence, method="dp"
-    )
-    gdp_audit = bounds.epsilon_lower_bound(
-        scores_without, scores_with, delta, confidence, method="gdp"
-    )
-    lower_bound = max(dp_audit.epsilon_lower_bound, gdp_audit.epsilon_lower_bound)
-    return StepAudit(
-        claimed_epsilon=claimed,
-        exact_epsilon=exact,
-        dp=dp_audit,
-        gdp=gdp_audit,
-        epsilon_lower_bound=lower_bound,
-        ratio=lower_bound / claimed,
-        passed=lower_bound <= claimed,
-        scores_without=scores_without,
-        scores_with=scores_with,
-        noise_multiplier=optimizer.noise_multiplier,
-        l2_norm_clip=optimizer.l2_norm_clip,
-        sensitivity=sensitivity,
-        delta=float(delta),
-        mode=mode,
-    )
+    return _step_audit(
+        run, (x_without, y_without), (x_with, y_with), claimed, exact, optimizer,
+        sensitivity, delta, confidence, mode,
+    )  # fmt: skip
 
 
 def audit_user_level_step(
@@ -458,8 +436,27 @@ def audit_user_level_step(
     # What fit() sets for user-level poisson_batches: the traced step reads it.
     optimizer.user_blocks = (num_users, examples_per_user)
     run = _trial_runner(optimizer, model, direction, num_trials, "train_step")
-    scores_without = run(x_without, y_without)
-    scores_with = run(x_with, y_with)
+    return _step_audit(
+        run, (x_without, y_without), (x_with, y_with), claimed, exact, optimizer,
+        1.0, delta, confidence, "user_step",
+    )  # fmt: skip
+
+
+def _step_audit(
+    run: Callable[[Any, Any], np.ndarray],
+    without: tuple[Any, Any],
+    with_canary: tuple[Any, Any],
+    claimed: float,
+    exact: float,
+    optimizer: Any,
+    sensitivity: float,
+    delta: float,
+    confidence: float,
+    mode: str,
+) -> StepAudit:
+    """Run the trials on both adjacent batches and bound epsilon from their scores."""
+    scores_without = run(*without)
+    scores_with = run(*with_canary)
     dp_audit = bounds.epsilon_lower_bound(
         scores_without, scores_with, delta, confidence, method="dp"
     )
@@ -479,7 +476,7 @@ def audit_user_level_step(
         scores_with=scores_with,
         noise_multiplier=optimizer.noise_multiplier,
         l2_norm_clip=optimizer.l2_norm_clip,
-        sensitivity=1.0,
+        sensitivity=sensitivity,
         delta=float(delta),
-        mode="user_step",
+        mode=mode,
     )
