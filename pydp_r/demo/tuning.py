@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import statistics
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -23,17 +24,22 @@ from pydp_r.demo.runs import say, train
 def tune(
     base: Recipe,
     grid: dict[str, tuple[Any, ...]],
-    arrays_by_seed: dict[int, Arrays],
+    arrays_by_seed: dict[int, Any],
     verbose: bool = False,
+    train_run: Callable[..., Any] | None = None,
+    prepared: Callable[[Recipe], Recipe] | None = None,
 ) -> tuple[Recipe, list[dict[str, Any]]]:
     """The candidate of `grid` with the lowest mean validation MAE over `arrays_by_seed`.
 
     Args:
         base: Recipe whose fields `grid` varies.
         grid: Recipe field name -> candidate values; every combination is trained.
-        arrays_by_seed: Seed -> (x_fit, y_fit, x_val, y_val, x_test, y_test) of public
-            subjects; only the validation split is scored, the test part is never read.
+        arrays_by_seed: Seed -> the public data `train_run` takes (for `train`: x_fit, y_fit,
+            x_val, y_val, x_test, y_test of public subjects); only the validation split is
+            scored, the test part is never read.
         verbose: One line per epoch.
+        train_run: `train(recipe, arrays, seed, verbose, attack=False)`-like; default `train`.
+        prepared: Applied to each candidate before training (e.g. recalibrating its noise).
 
     Returns:
         The chosen recipe and, per candidate, its fields and mean validation MAE (bpm).
@@ -41,9 +47,10 @@ def tune(
     candidates, scores = [], []
     for values in itertools.product(*grid.values()):
         fields = dict(zip(grid, values, strict=True))
-        candidates.append(replace(base, **fields))
+        candidate = replace(base, **fields)
+        candidates.append(candidate if prepared is None else prepared(candidate))
         runs = [
-            train(candidates[-1], arrays, seed, verbose, attack=False)
+            (train_run or train)(candidates[-1], arrays, seed, verbose, attack=False)
             for seed, arrays in arrays_by_seed.items()
         ]
         validation_mae = statistics.fmean(run.validation_mae_bpm for run in runs)

@@ -16,7 +16,6 @@ non-members), one score per wearer (the mean loss over their sequences).
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 import statistics
@@ -56,6 +55,7 @@ from pydp_r.demo.runs import (
     say,
     walkthrough_convnet,
 )
+from pydp_r.demo.tuning import tune
 from pydp_r.ledger import POISSON, USER, PrivacyLedger, Segment
 
 #: Evaluation populations: the command line's default --seeds (disjoint from the tuning ones).
@@ -305,26 +305,21 @@ def tune_users(
     A private candidate's noise is recalibrated for `target_epsilon` (its k, epochs or batch
     change the accounting); only validation wearers are scored, never the test wearers.
     """
-    candidates, scores = [], []
-    for values in itertools.product(*grid.values()):
-        fields = dict(zip(grid, values, strict=True))
-        candidate = replace(base, **fields)
-        if base.noise_multiplier is not None:
-            n_users = next(iter(arrays_by_seed.values())).n_users
-            candidate = replace(
-                candidate,
-                noise_multiplier=calibrate_user_noise(candidate, n_users, target_epsilon),
-            )
-        candidates.append(candidate)
-        runs = [
-            train_users(candidate, arrays, seed, verbose, attack=False)
-            for seed, arrays in arrays_by_seed.items()
-        ]
-        validation_mae = statistics.fmean(run.validation_mae_bpm for run in runs)
-        scores.append({**fields, "validation_mae_bpm": validation_mae})
-        say(f"  tune {base.name}: {scores[-1]}")
-    best = min(range(len(scores)), key=lambda index: scores[index]["validation_mae_bpm"])
-    return candidates[best], scores
+    n_users = next(iter(arrays_by_seed.values())).n_users
+
+    def recalibrated(candidate: Recipe) -> Recipe:
+        noise = calibrate_user_noise(candidate, n_users, target_epsilon)
+        return replace(candidate, noise_multiplier=noise)
+
+    private = base.noise_multiplier is not None
+    return tune(
+        base,
+        grid,
+        arrays_by_seed,
+        verbose,
+        train_run=train_users,
+        prepared=recalibrated if private else None,
+    )
 
 
 def choose_user_recipes(
