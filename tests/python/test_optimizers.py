@@ -598,3 +598,46 @@ def test_a_copied_optimizer_draws_its_own_noise():
             local.noise_generator.state.numpy(), optimizer._local.noise_generator.state.numpy()
         )
     assert b"noise_generator" not in pickle.dumps(optimizer._local)
+
+
+def noise_parts(shapes, seed=3):
+    """The noise `private_gradients` adds to zero sums of these shapes (std 1, one unit)."""
+    optimizer = pydp_r.DPSGD(1.0, 1.0, noise_seed=seed)
+    zeros = [tf.zeros(shape) for shape in shapes]
+    return [g.numpy() for g in optimizer._noised_average(zeros, tf.constant(1.0))]
+
+
+def test_noise_is_standard_normal_in_its_body_and_tails():
+    from scipy import stats
+
+    (noise,) = noise_parts([(400_001,)])  # an odd size: the last pair is cut
+    assert noise.shape == (400_001,)
+    assert stats.kstest(noise, "norm").pvalue > 1e-3
+    # Tail masses against N(0, 1), within 5 binomial standard deviations.
+    for bound in (2.0, 3.0, 4.0):
+        expected = 2 * stats.norm.sf(bound)
+        observed = np.mean(np.abs(noise) > bound)
+        assert abs(observed - expected) < 5 * np.sqrt(expected / noise.size) + 1e-6
+
+
+def test_noise_parts_of_the_variables_are_independent():
+    # One draw is split over the variables: equal-shaped ones must not get the same part, nor
+    # parts correlated with each other.
+    first, second, third = noise_parts([(100, 100), (100, 100), (7,)])
+    assert third.shape == (7,)
+    assert abs(np.corrcoef(first.ravel(), second.ravel())[0, 1]) < 0.05
+    assert np.std(first) == pytest.approx(1.0, rel=0.05)
+    assert np.std(second) == pytest.approx(1.0, rel=0.05)
+
+
+def test_box_muller_radius_reaches_the_tails_and_never_log_of_zero():
+    from pydp_r import optimizers
+
+    words = tf.constant([0, 2**31, 2**32 - 1], tf.uint32)
+    radius, angle = optimizers._box_muller_polar(words, words)
+    radius, angle = radius.numpy(), angle.numpy()
+    # Smallest uniform 2^-33: radius sqrt(66 ln 2); the largest uniform rounds to 1: radius 0.
+    assert radius[0] == pytest.approx(np.sqrt(66 * np.log(2)), rel=1e-5)
+    assert radius[1] == pytest.approx(np.sqrt(2 * np.log(2)), rel=1e-5)
+    assert radius[2] == 0.0
+    assert angle[0] == 0.0 and angle[1] == pytest.approx(np.pi, rel=1e-6)
