@@ -15,8 +15,15 @@ Which models qualify is decided by walking their call graph (`clipping_report`, 
 per layer which path it takes and why): a functional model's layers and the `keras.ops`
 operations between them, and the `call` of subclassed models and of layers the registry does
 not know, traced on symbolic tensors. Models this cannot handle exactly (a layer or operation
-not known to be per-example, shared layers, regularization or `add_loss` terms) use
-`pydp_r.step.clipping` instead.
+not known to be per-example, regularization or `add_loss` terms) use `pydp_r.step.clipping`
+instead.
+
+A layer called more than once (shared weights, e.g. a Siamese network's tower) takes the fast
+path too: an example's gradient of a shared weight is the sum over the calls of each call's
+gradient, so its calls are combined before any norm is taken (`_layer_unit_gradients`): a
+positionwise layer's calls become more positions of each example, another rule's calls more
+rows of each unit (as microbatches are), and a layer vectorized alone adds its calls'
+per-example gradients.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import math
 import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -230,18 +238,25 @@ def _graph_entries(model: keras.Model, prefix: str, entries: list[LayerPath]) ->
     calls = _keras_seam.graph_calls(model)
     if calls is None:  # a Sequential model without a known input shape
         calls = [_keras_seam.GraphCall(layer, None, None, []) for layer in model.layers]
-    counts: dict[int, int] = {}
+    calls_of = _calls_by_operation(calls)
     for call in calls:
-        counts[id(call.operation)] = counts.get(id(call.operation), 0) + 1
+        _call_entries(call, prefix, entries, calls_of, strict=True)
+
+
+def _calls_by_operation(
+    calls: list[_keras_seam.GraphCall],
+) -> dict[int, list[_keras_seam.GraphCall]]:
+    calls_of: dict[int, list[_keras_seam.GraphCall]] = {}
     for call in calls:
-        _call_entries(call, prefix, entries, counts, strict=True)
+        calls_of.setdefault(id(call.operation), []).append(call)
+    return calls_of
 
 
 def _call_entries(
     call: _keras_seam.GraphCall,
     prefix: str,
     entries: list[LayerPath],
-    counts: dict[int, int],
+    calls_of: dict[int, list[_keras_seam.GraphCall]],
     strict: bool,
 ) -> None:
     operation = call.operation
@@ -262,12 +277,74 @@ def _call_entries(
             else _entry(name, operation, GENERAL, reason)
         )
         return
-    if counts.get(id(operation), 0) > 1 and operation.trainable_weights:
-        entries.append(
-            _entry(name, operation, GENERAL, "called more than once (its weights are shared)")
-        )
+    calls = calls_of.get(id(operation), [call])
+    if len(calls) > 1 and operation.trainable_weights:
+        _shared_layer_entries(call, calls, name, entries)
         return
     _layer_entries(operation, call.args, call.kwargs, name, entries)
+
+
+def _shared_layer_entries(
+    call: _keras_seam.GraphCall,
+    calls: list[_keras_seam.GraphCall],
+    name: str,
+    entries: list[LayerPath],
+) -> None:
+    """Entries for one of the `calls` of a layer with trainable weights called more than once:
+    the first call's entries, noting the sharing; later calls' only where they leave the fast
+    path (the layer, or a sublayer, is the same and is reported once)."""
+    layer = call.operation
+    call_entries: list[LayerPath] = []
+    problem = _shared_call_problem(layer, calls)
+    if problem is not None:
+        call_entries.append(_entry(name, layer, GENERAL, problem))
+    else:
+        _layer_entries(layer, call.args, call.kwargs, name, call_entries)
+    if call is not calls[0]:
+        entries.extend(entry for entry in call_entries if entry.path != FAST)
+        return
+    note = f"; called {len(calls)} times (shared: per example, the calls' gradients are added)"
+    weighted = set(_weighted_names(layer, name))
+    entries.extend(
+        dataclasses.replace(entry, detail=entry.detail + note)
+        if entry.path == FAST and entry.name in weighted
+        else entry
+        for entry in call_entries
+    )
+
+
+def _weighted_names(layer: keras.layers.Layer, name: str) -> Iterator[str]:
+    """The report names of `layer` and its sublayers, at any depth, with trainable weights."""
+    if layer.trainable_weights:
+        yield name
+        for sublayer in _keras_seam.direct_sublayers(layer):
+            yield from _weighted_names(sublayer, f"{name}/{sublayer.name}")
+
+
+def _shared_call_problem(
+    layer: keras.layers.Layer, calls: list[_keras_seam.GraphCall]
+) -> str | None:
+    """Why the calls of a layer whose rule combines them as rows of one unit
+    (`_calls_as_rows`) cannot be combined, judged from their input shapes, or None.
+
+    Positionwise layers (their calls become positions) and layers vectorized alone (their
+    per-example gradients are added) take calls of any shapes; nested models and layers taken
+    through their sublayers are judged sublayer by sublayer, at trace time.
+    """
+    if grad_norms.per_example_kind(layer) != grad_norms.RULE or type(layer) in _POSITIONWISE:
+        return None
+    shapes = set()
+    for call in calls:
+        if not call.args or not _keras_seam.is_symbolic(call.args[0]):
+            return None  # not known here; the traced step checks the recorded tensors
+        shapes.add(tuple(call.args[0].shape[1:]))
+    if len(shapes) > 1 or any(size is None for shape in shapes for size in shape):
+        return (
+            "called more than once on inputs of different or unknown shapes "
+            f"{sorted(shapes, key=str)} (its rule adds the calls' gradients as rows of one "
+            "example, which needs one shape)"
+        )
+    return None
 
 
 def _extra_tensor_inputs(args: tuple | None, kwargs: dict | None) -> bool:
@@ -414,8 +491,8 @@ def _traced_entries(
     `strict` (a layer the registry does not know): every call in the trace must be per-example;
     then the layer is per-example as a whole. Otherwise (a user's `through_sublayers`
     declaration, a claim about the code between the sublayers) only the sublayers' calls are
-    checked. Through its sublayers' rules needs more: each sublayer with weights called once,
-    in the trace, on tensors with the batch axis first, and no weights of the layer's own;
+    checked. Through its sublayers' rules needs more: each call of a sublayer with weights in
+    the trace, on tensors with the batch axis first, and no weights of the layer's own;
     else the layer is vectorized alone over the batch, which needs only per-example.
     """
     recorder = _SublayerCalls(layer)
@@ -431,13 +508,11 @@ def _traced_entries(
             "its call cannot be traced on symbolic tensors (keras.ops and layers only): "
             f"{type(error).__name__}: {message}"
         )
-    counts: dict[int, int] = {}
-    for call in calls:
-        counts[id(call.operation)] = counts.get(id(call.operation), 0) + 1
+    calls_of = _calls_by_operation(calls)
     for call in calls:
         if strict or isinstance(call.operation, keras.layers.Layer):
             prefix = "" if top_level else name + "/"
-            _call_entries(call, prefix, sub_entries, counts, strict)
+            _call_entries(call, prefix, sub_entries, calls_of, strict)
     failed = [entry for entry in sub_entries if entry.path != FAST]
     if not_per_example is None and failed:
         not_per_example = f"{failed[0].name} ({failed[0].type}): {failed[0].detail}"
@@ -476,7 +551,7 @@ def _traced_entries(
         if not strict:
             detail = (
                 "through its sublayers' rules (its through_sublayers declaration verified: each "
-                "sublayer is called once on the batch)"
+                "sublayer is called on the batch)"
             )
         elif layer.trainable_weights:
             detail = "through its sublayers' rules (its call traced: per-example)"
@@ -516,9 +591,10 @@ def _sublayer_problem(
     tiled: list[keras.layers.Layer] = (),
 ) -> str | None:
     """Why the traced calls of `layer` do not each take one batched tensor per weighted
-    sublayer, or None: every sublayer with trainable weights is called exactly once, in the
-    trace, on graph tensors whose axis 0 is the batch, or is among `tiled` (called off the
-    batch once, its output only broadcast into it: `_off_batch_sublayers`)."""
+    sublayer call, or None: every call of a sublayer with trainable weights is in the trace, on
+    graph tensors whose axis 0 is the batch (a sublayer called more than once has its calls'
+    gradients added per example), or the sublayer is among `tiled` (called off the batch once,
+    its output only broadcast into it: `_off_batch_sublayers`)."""
     graph_calls: dict[int, list[_keras_seam.GraphCall]] = {}
     for call in calls:
         graph_calls.setdefault(id(call.operation), []).append(call)
@@ -535,9 +611,7 @@ def _sublayer_problem(
                 + "that does not carry the batch axis first (its per-example gradients are "
                 "not rows of its output gradient)"
             )
-        if len(seen) > 1:
-            return f"sublayer '{sublayer.name}' is called more than once"
-        for value in tf.nest.flatten((seen[0].args, seen[0].kwargs)):
+        for value in tf.nest.flatten([(call.args, call.kwargs) for call in seen]):
             if _keras_seam.is_symbolic(value) and (not value.shape or value.shape[0] is not None):
                 return (
                     f"sublayer '{sublayer.name}' ({type(sublayer).__name__}) is called on a "
@@ -687,6 +761,7 @@ class _Record:
     saved: Any
     call: Callable[..., Any]
     call_kwargs: dict[str, Any]
+    inputs: Any  # what the call received (after tiling)
 
 
 def _rule_for(model: keras.Model, layer: keras.layers.Layer) -> grad_norms.LayerRule | None:
@@ -703,13 +778,14 @@ def _rule_for(model: keras.Model, layer: keras.layers.Layer) -> grad_norms.Layer
 def _recording(
     model: keras.Model, records: list[_Record], batch_size: tf.Tensor
 ) -> Iterator[list[keras.layers.Layer]]:
-    """Temporarily route the calls of every layer with own trainable weights through a recorder;
-    yields the layers so routed. A layer called off the batch and broadcast into it (`_TILED`)
-    gets its input tiled to `batch_size` rows."""
+    """Temporarily route the calls of every layer with own trainable weights through a recorder
+    (one record per call: a shared layer has several); yields the layers so routed. A layer
+    called off the batch and broadcast into it (`_TILED`) gets its input tiled to `batch_size`
+    rows."""
     hooked = []
     for layer in _weighted_units(model):
         if any(layer is other for other in hooked):
-            continue  # reached twice (a nested model used twice): its second call raises
+            continue  # reached twice (in two nested models): hooked once, recorded per call
         rule = _rule_for(model, layer)
         original_call = layer.call
         tiled = layer in _TILED
@@ -719,20 +795,18 @@ def _recording(
         ):
             if _tiled:
                 inputs = _tiled_over_batch(inputs, batch_size)
-            if any(record.layer is _layer for record in records):
-                raise NotSupported(f"layer '{_layer.name}' is called more than once")
             if args or any(isinstance(value, tf.Tensor) for value in tf.nest.flatten(kwargs)):
                 # Tensors besides `inputs` (masks, states) would need splitting per example, and
                 # rules see `inputs` alone.
                 raise NotSupported(f"layer '{_layer.name}' has tensor inputs besides `inputs`")
             if _rule is not None:
                 z, outputs, saved = _rule.forward(_layer, inputs)
-                records.append(_Record(_layer, _rule, z, saved, _call, {}))
+                records.append(_Record(_layer, _rule, z, saved, _call, {}, inputs))
                 return outputs
             outputs = _call(inputs, *args, **kwargs)
             if not isinstance(outputs, tf.Tensor):
                 raise NotSupported(f"layer '{_layer.name}' has several outputs")
-            records.append(_Record(_layer, None, outputs, inputs, _call, kwargs))
+            records.append(_Record(_layer, None, outputs, inputs, _call, kwargs, inputs))
             return outputs
 
         layer.call = hooked_call
@@ -774,6 +848,169 @@ def _vectorized_layer_gradients(
         )
 
     return tf.vectorized_map(unit_gradient, (inputs_units, grad_units))
+
+
+@dataclasses.dataclass
+class _LayerCalls:
+    """The recorded calls of one layer that the loss depends on (several: shared weights), with
+    the gradient of the summed loss at each call's `z`."""
+
+    layer: keras.layers.Layer
+    records: list[_Record]
+    z_grads: list[Any]
+
+
+def _calls_by_layer(records: list[_Record], z_grads: list[Any]) -> list[_LayerCalls]:
+    """The records grouped by layer, in the order of first calls; a call whose `z` the loss
+    does not depend on adds nothing to any example's gradient and is left out."""
+    by_layer: dict[int, _LayerCalls] = {}
+    for record, z_grad in zip(records, z_grads, strict=True):
+        if any(g is None for g in tf.nest.flatten(z_grad)):
+            continue
+        calls = by_layer.setdefault(id(record.layer), _LayerCalls(record.layer, [], []))
+        calls.records.append(record)
+        calls.z_grads.append(z_grad)
+    return list(by_layer.values())
+
+
+def _layer_unit_gradients(
+    calls: _LayerCalls, rule_units: Any, num_units: tf.Tensor
+) -> grad_norms.UnitGradients:
+    """Per-unit squared norms of one layer's weight gradients, summed over its calls.
+
+    An example's gradient of a shared weight is the sum of its calls' gradients (not its norm
+    the sum of their norms), so several calls are combined before the rule sees them: a
+    positionwise layer's calls become more positions of each example (`_calls_as_positions`),
+    another rule's calls more rows of each unit (`_calls_as_rows`), and a layer without a rule
+    adds its calls' vectorized per-example gradients.
+    """
+    first = calls.records[0]
+    if first.rule is None:
+        per_call = [
+            _vectorized_layer_gradients(record, z_grad, num_units)
+            for record, z_grad in zip(calls.records, calls.z_grads, strict=True)
+        ]
+        gradients = [tf.add_n(list(parts)) for parts in zip(*per_call, strict=True)]
+        return grad_norms.UnitGradients(grad_norms.gradients_squared_norms(gradients), gradients)
+    if len(calls.records) == 1:
+        return first.rule.unit_gradients(calls.layer, first.saved, calls.z_grads[0], rule_units)
+    if type(calls.layer) in _POSITIONWISE:
+        saved, z_grad = _calls_as_positions(calls)
+        return first.rule.unit_gradients(calls.layer, saved, z_grad, rule_units)
+    saved, z_grad = _calls_as_rows(calls)
+    return first.rule.unit_gradients(calls.layer, saved, z_grad, num_units)
+
+
+def _positions_axis(tensor: tf.Tensor, trailing: int) -> tf.Tensor:
+    """`(batch, ..., *last trailing axes)` reshaped to `(batch, positions, *last axes)`,
+    with a static number of positions where the example shape is static."""
+    rank = tensor.shape.rank
+    positions, last = tensor.shape[1 : rank - trailing], tensor.shape[rank - trailing :]
+    if positions.is_fully_defined() and last.is_fully_defined():
+        return tf.reshape(tensor, [-1, math.prod(positions), *last])
+    shape = tf.shape(tensor)
+    return tf.reshape(tensor, tf.concat([shape[:1], [-1], shape[rank - trailing :]], 0))
+
+
+def _calls_as_positions(calls: _LayerCalls) -> tuple[tf.Tensor, tf.Tensor]:
+    """The calls of a positionwise layer (`_POSITIONWISE`: Dense, Embedding) as the positions
+    of one call: their rules sum each example's gradient over all the positions it has (every
+    axis between the batch and the features), so positions from several calls are summed
+    alike. The calls' inputs may differ in shape."""
+    saved_parts, grad_parts = [], []
+    for record, z_grad in zip(calls.records, calls.z_grads, strict=True):
+        saved = tf.convert_to_tensor(record.saved)
+        # Dense's input ends in its features (as `z` does); Embedding's indices end in none.
+        saved_features = saved.shape.rank - z_grad.shape.rank + 1
+        saved_parts.append(_positions_axis(saved, saved_features))
+        grad_parts.append(_positions_axis(z_grad, 1))
+    return tf.concat(saved_parts, axis=1), tf.concat(grad_parts, axis=1)
+
+
+def _calls_as_rows(calls: _LayerCalls) -> tuple[Any, Any]:
+    """The calls of a layer as consecutive rows of each example: rules already sum the rows of
+    a unit (a microbatch's examples) into the unit's gradient, so with row `b * calls + k`
+    holding example b's call k and units of `calls` times as many rows, each unit's gradient
+    is the sum over its examples and their calls, exactly.
+
+    Raises:
+        NotSupported: When the calls' tensors differ in shape (or have sizes unknown at trace
+            time): they cannot be rows of one tensor.
+    """
+    layer = calls.layer
+
+    def as_rows(*leaves: Any) -> tf.Tensor:
+        leaves = [tf.convert_to_tensor(leaf) for leaf in leaves]
+        if leaves[0].shape.rank == 0:
+            # No batch axis (TimeDistributed keeps its batch size for `num_units` None, which
+            # this route never passes): the same for every call.
+            return leaves[0]
+        shapes = {tuple(leaf.shape[1:]) for leaf in leaves}
+        if len(shapes) > 1 or any(size is None for shape in shapes for size in shape):
+            raise NotSupported(
+                f"layer '{layer.name}' is called more than once on tensors of different or "
+                f"unknown shapes {sorted(shapes, key=str)} (its rule adds the calls' "
+                "gradients as rows of one example, which needs one shape)"
+            )
+        rows = tf.stack(leaves, axis=1)
+        return tf.reshape(rows, [-1, *leaves[0].shape[1:]])
+
+    saved = tf.nest.map_structure(as_rows, *[record.saved for record in calls.records])
+    return saved, tf.nest.map_structure(as_rows, *calls.z_grads)
+
+
+def _clip_weighted_sums(
+    tape: tf.GradientTape, calls: _LayerCalls, factors: tf.Tensor, num_units: tf.Tensor
+) -> list[tf.Tensor]:
+    """The clipped sum of one layer's weight gradients by book-keeping: each unit's gradient at
+    each call's `z` weighted by its clip factor, then one backward step from the calls' `z` to
+    the weights (a shared layer's calls add up in it)."""
+    variables = calls.layer.trainable_weights
+    weighted = []
+    for z_grad in calls.z_grads:
+        factor_shape = tf.concat([[-1], tf.ones_like(tf.shape(z_grad))], 0)
+        units = split_units(z_grad, num_units) * tf.reshape(
+            tf.cast(factors, z_grad.dtype), factor_shape
+        )
+        weighted.append(tf.reshape(units, tf.shape(z_grad)))
+    if len(calls.records) > 1 and _calls_feed_each_other(tape, calls):
+        return _local_backward_step(calls, weighted)
+    return tape.gradient(
+        [record.z for record in calls.records],
+        variables,
+        output_gradients=weighted,
+        unconnected_gradients="zero",
+    )
+
+
+def _calls_feed_each_other(tape: tf.GradientTape, calls: _LayerCalls) -> bool:
+    """Whether a call's inputs depend on the layer's own weights (one call feeds another, as in
+    `layer(layer(x))`): the backward step from its `z` would then also take that path."""
+    variables = calls.layer.trainable_weights
+    for record in calls.records:
+        for tensor in tf.nest.flatten(record.inputs):
+            if isinstance(tensor, tf.Tensor) and tensor.dtype.is_floating:
+                if any(g is not None for g in tape.gradient(tensor, variables)):
+                    return True
+    return False
+
+
+def _local_backward_step(calls: _LayerCalls, weighted: list[tf.Tensor]) -> list[tf.Tensor]:
+    """The backward step from each call's `z` to the weights alone: the calls are rerun by the
+    rule on their inputs with the gradient stopped, so no path through other calls counts."""
+    with tf.GradientTape() as tape:
+        z_values = [
+            record.rule.forward(
+                calls.layer, tf.nest.map_structure(tf.stop_gradient, record.inputs)
+            )[0]
+            for record in calls.records
+        ]
+    return tape.gradient(
+        z_values,
+        calls.layer.trainable_weights,
+        output_gradients=weighted,
+        unconnected_gradients="zero",
+    )
 
 
 def clipped_gradient_sum(
@@ -823,45 +1060,25 @@ def clipped_gradient_sum(
         total_loss = tf.reduce_sum(unit_losses)
     _check_every_weight_was_recorded(tape, total_loss, hooked, records)
     z_grads = tape.gradient(total_loss, [record.z for record in records])
+    layers_calls = _calls_by_layer(records, z_grads)
 
     # Rules are told "one unit per example" as None, so they know positions per unit statically.
     rule_units = None if num_microbatches is None else num_units
     squared_norms = tf.zeros(tf.reshape(num_units, [1]), tf.float32)
-    unit_gradients: dict[int, list[tf.Tensor]] = {}  # record index -> per-unit weight gradients
-    for index, (record, z_grad) in enumerate(zip(records, z_grads, strict=True)):
-        if any(g is None for g in tf.nest.flatten(z_grad)):
-            continue  # the loss does not depend on this layer
-        if record.rule is not None:
-            norms, gradients = record.rule.unit_gradients(
-                record.layer, record.saved, z_grad, rule_units
-            )
-        else:
-            gradients = _vectorized_layer_gradients(record, z_grad, num_units)
-            norms = grad_norms.gradients_squared_norms(gradients)
-        if gradients is not None:
-            unit_gradients[index] = gradients
+    unit_gradients: list[list[tf.Tensor] | None] = []  # per layer: per-unit weight gradients
+    for calls in layers_calls:
+        norms, gradients = _layer_unit_gradients(calls, rule_units, num_units)
+        unit_gradients.append(gradients)
         squared_norms += tf.cast(norms, tf.float32)
     factors = clip_factors(squared_norms, l2_norm_clip)
 
     sums_by_variable: dict[int, tf.Tensor] = {}
-    for index, (record, z_grad) in enumerate(zip(records, z_grads, strict=True)):
-        if any(g is None for g in tf.nest.flatten(z_grad)):
-            continue
-        variables = record.layer.trainable_weights
-        if index in unit_gradients:
-            sums = [
-                tf.tensordot(tf.cast(factors, g.dtype), g, axes=1) for g in unit_gradients[index]
-            ]
+    for calls, gradients in zip(layers_calls, unit_gradients, strict=True):
+        variables = calls.layer.trainable_weights
+        if gradients is not None:
+            sums = [tf.tensordot(tf.cast(factors, g.dtype), g, axes=1) for g in gradients]
         else:
-            weighted = split_units(z_grad, num_units) * tf.reshape(
-                tf.cast(factors, z_grad.dtype), tf.concat([[-1], tf.ones_like(tf.shape(z_grad))], 0)
-            )
-            sums = tape.gradient(
-                record.z,
-                variables,
-                output_gradients=tf.reshape(weighted, tf.shape(z_grad)),
-                unconnected_gradients="zero",
-            )
+            sums = _clip_weighted_sums(tape, calls, factors, num_units)
         for variable, gradient_sum in zip(variables, sums, strict=True):
             sums_by_variable[id(variable)] = tf.cast(
                 tf.convert_to_tensor(gradient_sum), variable.dtype

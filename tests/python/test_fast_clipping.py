@@ -8,6 +8,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from test_grad_norms import BATCH, VARIANTS, _targets, assert_rule_matches_general_path
 
 import pydp_r
 from pydp_r.step import clipping, fast_clipping
@@ -42,14 +43,15 @@ def both_paths(model, x, y, clip, num_microbatches=None, sample_weight=None):
 
         return mock.patch.object(module, "clip_factors", clip_factors)
 
+    x = tf.nest.map_structure(tf.constant, x)  # a tuple for a model of several inputs
     with spy(fast_clipping, "fast"):
         fast = fast_clipping.clipped_gradient_sum(
-            model, loss_from_predictions, tf.constant(x), targets, clip, num_microbatches
+            model, loss_from_predictions, x, targets, clip, num_microbatches
         )
     with spy(clipping, "general"):
         general = clipping.clipped_gradient_sum(
             unit_loss,
-            {"x": tf.constant(x), **targets},
+            {"x": x, **targets},
             model.trainable_weights,
             clip,
             num_microbatches,
@@ -399,7 +401,7 @@ def assert_fit_step_is_the_batch_of_one_reference(model, x, y, clip, jit_compile
         np.testing.assert_allclose(w.numpy() - old, -want, rtol=2e-4, atol=1e-6)
 
 
-def test_shared_layers_and_regularizers_fall_back_and_still_match_the_reference():
+def test_regularizers_fall_back_and_still_match_the_reference():
     rng = np.random.default_rng(4)
     x = rng.normal(size=(8, 4)).astype("float32")
     y = rng.normal(size=(8, 1)).astype("float32") * 5
@@ -408,6 +410,7 @@ def test_shared_layers_and_regularizers_fall_back_and_still_match_the_reference(
     shared = keras.layers.Dense(4, activation="tanh")
     outputs = keras.layers.Dense(1, kernel_regularizer="l2")(shared(shared(inputs)))
     model = keras.Model(inputs, outputs)
+    assert "regularization" in fast_clipping.unsupported_reason(model)
     with pytest.raises(fast_clipping.NotSupported):
         both_paths(model, x, y, 1.0)
 
@@ -544,3 +547,156 @@ def test_a_string_lookup_takes_the_fast_path_with_the_general_paths_clipped_sums
     lookup = keras.layers.StringLookup(vocabulary=["normal", "fixed"], output_mode="one_hot")
     model = keras.Model(inputs, keras.layers.Dense(1)(lookup(inputs)))
     assert_same_clipped_sums(model, words, y, clip=0.5)
+
+
+# --- Shared layers (issue #27): a layer called more than once adds its calls' gradients per
+# example before the norm. Inputs of shape (batch, 2, ...) hold the two operands of each call.
+
+
+def _shared_model(input_shape, shared, head=(), dtype="float32"):
+    """Input (batch, 2, *shape) -> `shared` on each half -> concatenate -> head -> Dense(1)."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input(input_shape, dtype=dtype)
+    halves = [shared(inputs[:, i]) for i in range(2)]
+    flat = [keras.layers.Flatten()(half) for half in halves]
+    hidden = keras.layers.Concatenate()(flat)
+    for layer in head:
+        hidden = layer(hidden)
+    return keras.Model(inputs, keras.layers.Dense(1)(hidden))
+
+
+def _chained_model(input_shape, shared):
+    """`shared(shared(x))`: the second call's input depends on the layer's own weights."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input(input_shape)
+    hidden = keras.layers.Flatten()(shared(shared(inputs)))
+    return keras.Model(inputs, keras.layers.Dense(1)(hidden))
+
+
+def _different_lengths_model():
+    """A Dense over 3 and over 5 positions of the same sequence (calls of different shapes)."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 6))
+    shared = keras.layers.Dense(5, activation="tanh")
+    pooled = [
+        keras.layers.GlobalAveragePooling1D()(shared(part))
+        for part in (inputs[:, :3], inputs[:, 3:])
+    ]
+    return keras.Model(inputs, keras.layers.Dense(1)(keras.layers.Concatenate()(pooled)))
+
+
+def _tower(input_shape):
+    """A small convolutional embedding network, the Siamese tower's kind."""
+    return keras.Sequential(
+        [
+            keras.Input(input_shape),
+            keras.layers.Conv2D(3, 3, activation="tanh"),
+            keras.layers.AveragePooling2D(2),
+            keras.layers.Flatten(),
+            keras.layers.LayerNormalization(),
+            keras.layers.Dense(4, activation="tanh"),
+        ]
+    )
+
+
+def _shared_cases():
+    """name -> (model builder, input shape, vocabulary for integer inputs or None)."""
+    L = keras.layers
+    return {
+        # Dense on vectors: the two calls become two positions.
+        "dense": (lambda: _shared_model((2, 6), L.Dense(5, activation="tanh")), (2, 6), None),
+        # Dense over sequences, by ghost norms (T (d_in + d_out) < d_in d_out) and formed.
+        "dense_ghost": (
+            lambda: _shared_model((2, 3, 24), L.Dense(16, activation="tanh")),
+            (2, 3, 24),
+            None,
+        ),
+        "dense_formed": (
+            lambda: _shared_model((2, 6, 3), L.Dense(2, activation="tanh")),
+            (2, 6, 3),
+            None,
+        ),
+        "dense_different_lengths": (_different_lengths_model, (8, 6), None),
+        # Ghost norms, then a backward step from each call alone (calls feed each other).
+        "dense_chained": (
+            lambda: _chained_model((6,), L.Dense(6, activation="tanh")),
+            (6,),
+            None,
+        ),
+        # A small vocabulary: both calls look up some rows, whose gradients add before the norm.
+        "embedding": (
+            lambda: _shared_model((2, 5), L.Embedding(6, 3), dtype="int32"),
+            (2, 5),
+            6,
+        ),
+        "conv2d": (
+            lambda: _shared_model((2, 6, 5, 2), L.Conv2D(3, 3, activation="tanh")),
+            (2, 6, 5, 2),
+            None,
+        ),
+        "conv2d_chained": (
+            lambda: _chained_model((6, 5, 2), L.Conv2D(2, 3, padding="same", activation="tanh")),
+            (6, 5, 2),
+            None,
+        ),
+        "layer_norm": (lambda: _shared_model((2, 4, 5), L.LayerNormalization()), (2, 4, 5), None),
+        "time_distributed": (
+            lambda: _shared_model((2, 4, 3), L.TimeDistributed(L.Dense(5, activation="tanh"))),
+            (2, 4, 3),
+            None,
+        ),
+        "lstm": (lambda: _shared_model((2, 5, 3), L.LSTM(4)), (2, 5, 3), None),
+        # Without a rule: vectorized alone per call, the calls' gradients added.
+        "prelu": (lambda: _shared_model((2, 5), L.PReLU(), head=[L.Dense(4)]), (2, 5), None),
+        # Through its sublayers' rules: each projection is called twice.
+        "attention": (
+            lambda: _shared_model(
+                (2, 4, 6), _SelfAttention(L.MultiHeadAttention(num_heads=2, key_dim=3))
+            ),
+            (2, 4, 6),
+            None,
+        ),
+        # A nested model called twice: each of its layers is called twice.
+        "nested_model": (
+            lambda: _shared_model((2, 7, 6, 1), _tower((7, 6, 1))),
+            (2, 7, 6, 1),
+            None,
+        ),
+    }
+
+
+class _SelfAttention(keras.layers.Layer):
+    """`attention(x, x)` as one layer of one input (a layer taking several is not shared here)."""
+
+    def __init__(self, attention, **kwargs):
+        super().__init__(**kwargs)
+        self.attention = attention
+
+    def call(self, inputs):
+        return self.attention(inputs, inputs)
+
+
+SHARED_CASES = _shared_cases()
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize(
+    "case",
+    [
+        # Attention's general path (a loop over units) takes 3-6 s per variant.
+        pytest.param(name, marks=pytest.mark.slow) if name == "attention" else name
+        for name in sorted(SHARED_CASES)
+    ],
+)
+def test_a_shared_layer_takes_the_fast_path_with_the_general_paths_clipped_sums(case, variant):
+    build, input_shape, vocabulary = SHARED_CASES[case]
+    rng = np.random.default_rng(len(case))
+    if vocabulary is None:
+        x = rng.normal(size=(BATCH, *input_shape)).astype("float32")
+    else:
+        x = rng.integers(0, vocabulary, size=(BATCH, *input_shape)).astype("int32")
+    model = build()
+    report = pydp_r.clipping_report(model)
+    assert report.path == "fast", str(report)
+    assert any("called 2 times" in entry.detail for entry in report), str(report)
+    assert_rule_matches_general_path(model, x, _targets(len(case)), variant)
