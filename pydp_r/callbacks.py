@@ -198,6 +198,15 @@ def describe_fit_input(arguments: dict[str, Any]) -> FitInput:
     """The `FitInput` of a `fit()` call, from its bound arguments by name."""
     x = arguments.get("x")
     steps_per_epoch = arguments.get("steps_per_epoch")
+    distributed = getattr(x, "pydp_r_poisson_sampling", None)
+    if distributed is not None and not isinstance(x, tf.data.Dataset):
+        # distributed_poisson_batches: the global sampling of every worker's shard.
+        return FitInput(
+            POISSON,
+            n=distributed.n,
+            poisson=distributed,
+            source="pydp_r.data.distributed_poisson_batches",
+        )
     if isinstance(x, tf.data.Dataset):
         sampling = poisson_sampling_of(x)
         if sampling is not None:
@@ -294,6 +303,7 @@ class LedgerRecorder(keras.callbacks.Callback):
             n=self.n,
             sampling_rate=None if poisson is None else poisson.sampling_rate,
             max_batch_size=None if poisson is None else poisson.max_batch_size,
+            shard_sizes=None if poisson is None else poisson.shard_sizes,
             passes=passes if self.fit_input.sampling == SHUFFLED else 0,
             largest_batch=optimizer.largest_batch or None,
             epochs=epochs,

@@ -39,6 +39,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
+import itertools
 import json
 import math
 import os
@@ -104,6 +105,10 @@ class Segment:
         examples_per_unit: Users: the most examples a user brings to one step. Examples: the
             most examples one user has in the data when the data named its users (the group
             size for a per-user bound by group privacy), else 1.
+        shard_sizes: Poisson batches drawn by several workers, each from its own shard of the
+            units (`distributed_poisson_batches`): the units in each shard (summing to n),
+            each shard sampled at rate q and cut to `max_batch_size` on its own. None for one
+            sampler over all n.
     """
 
     sampling: str
@@ -121,8 +126,11 @@ class Segment:
     origin: int = 0
     unit: str = EXAMPLE
     examples_per_unit: int = 1
+    shard_sizes: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.shard_sizes, list):  # from JSON
+            object.__setattr__(self, "shard_sizes", tuple(self.shard_sizes))
         if self.sampling not in SAMPLINGS:
             raise ValueError(f"sampling must be one of {SAMPLINGS}; received {self.sampling!r}.")
         if self.unit not in UNITS or (self.unit == USER and self.sampling != POISSON):
@@ -146,16 +154,39 @@ class Segment:
                 raise ValueError(f"{name} must be true or false; received {getattr(self, name)!r}.")
         if not isinstance(self.segment_id, str):
             raise ValueError(f"segment_id must be a string; received {self.segment_id!r}.")
+        if self.shard_sizes is not None:
+            self._check_shard_sizes()
+
+    def _check_shard_sizes(self) -> None:
+        sizes = self.shard_sizes
+        if not isinstance(sizes, tuple) or not sizes or self.sampling != POISSON:
+            raise ValueError(
+                "shard_sizes must be a non-empty list of units per shard, for Poisson batches "
+                f"only; received {sizes!r} for sampling {self.sampling!r}."
+            )
+        for size in sizes:
+            _check_field("shard_sizes[...]", size, int, 1)
+        if sum(sizes) != self.n:
+            raise ValueError(
+                f"shard_sizes must add up to n = {self.n}; received {list(sizes)} "
+                f"(sum {sum(sizes)})."
+            )
+
+    @property
+    def shards(self) -> int:
+        """Samplers the units were split between (1 without shards)."""
+        return 1 if self.shard_sizes is None else len(self.shard_sizes)
+
+    def units_sampled_together(self, shard: int = 0) -> int | None:
+        """Units one sampler draws from: n, or with shards the size of shard `shard`."""
+        return self.n if self.shard_sizes is None else self.shard_sizes[shard]
 
     @property
     def truncated(self) -> bool:
         """Whether a Poisson batch could have been cut to its fixed size."""
-        return (
-            self.sampling == POISSON
-            and self.max_batch_size is not None
-            and self.n is not None
-            and self.max_batch_size < self.n
-        )
+        if self.sampling != POISSON or self.max_batch_size is None or self.n is None:
+            return False
+        return self.max_batch_size < max(self.shard_sizes or (self.n,))
 
     @property
     def effective_noise_multiplier(self) -> float:
@@ -165,10 +196,17 @@ class Segment:
         """Whether `other` continues this segment (same sampling, noise and data)."""
         keys = ("sampling", "noise_multiplier", "used_microbatching", "n", "sampling_rate")
         keys += ("max_batch_size", "presumed", "origin", "unit", "examples_per_unit")
+        keys += ("shard_sizes",)
         return all(getattr(self, key) == getattr(other, key) for key in keys)
 
-    def dp_event(self) -> dp_accounting.DpEvent:
-        """The `dp_accounting` event of this segment (`NoOpDpEvent` when nothing ran)."""
+    def dp_event(self, shard: int = 0) -> dp_accounting.DpEvent:
+        """The `dp_accounting` event of this segment (`NoOpDpEvent` when nothing ran).
+
+        Args:
+            shard: With `shard_sizes`, the shard whose units the event is for, in
+                [0, shards): a unit's steps are its own shard's sampler (the other shards'
+                batches do not depend on it), so each shard has its own event.
+        """
         sigma = self.effective_noise_multiplier
         if self.sampling == UNATTRIBUTED:
             if self.steps == 0:
@@ -184,9 +222,10 @@ class Segment:
             )
         if self.steps == 0:
             return dp_accounting.NoOpDpEvent()
-        if self.truncated:
+        sampled_together = self.units_sampled_together(shard)
+        if self.max_batch_size is not None and self.max_batch_size < sampled_together:
             event = dp_accounting.TruncatedSubsampledGaussianDpEvent(
-                dataset_size=self.n,
+                dataset_size=sampled_together,
                 sampling_probability=self.sampling_rate,
                 truncated_batch_size=self.max_batch_size,
                 noise_multiplier=sigma,
@@ -208,6 +247,11 @@ class Segment:
                 if self.truncated
                 else ""
             )
+            if self.shard_sizes is not None:
+                size += (
+                    f", drawn by {self.shards} workers from shards of "
+                    f"{'/'.join(map(str, self.shard_sizes))}"
+                )
             if self.unit == USER:
                 text = (
                     f"{self.steps} steps of Poisson samples of users (rate "
@@ -380,20 +424,13 @@ class PrivacyLedger:
             Epsilon >= 0; 0 when nothing ran; `math.inf` when a step ran without noise.
         """
         segments = self.segments + ([extra] if extra is not None else [])
-        events = [segment.dp_event() for segment in segments]
-        events = [event for event in events if not isinstance(event, dp_accounting.NoOpDpEvent)]
-        if not events:
+        placements = _events_per_placement(segments)
+        if not any(placements):
             return 0.0
         if any(segment.effective_noise_multiplier == 0 for segment in segments if segment.steps):
             return math.inf
-        if self.accountant_for(accountant, extra) == "pld":
-            composed = dp_accounting.pld.PLDAccountant(
-                value_discretization_interval=_PLD_VALUE_DISCRETIZATION
-            )
-        else:
-            composed = dp_accounting.rdp.RdpAccountant()
-        composed.compose(dp_accounting.ComposedDpEvent(events))
-        return float(composed.get_epsilon(delta))
+        name = self.accountant_for(accountant, extra)
+        return max(_composed_epsilon(events, delta, name) for events in placements)
 
     def user_epsilon(self, delta: float, accountant: str = "rdp") -> float | None:
         """Epsilon per user at `delta`.
@@ -422,6 +459,40 @@ class PrivacyLedger:
         return f"PrivacyLedger({self.segments!r})"
 
 
+def _events_per_placement(segments: list[Segment]) -> list[list[dp_accounting.DpEvent]]:
+    """The events of `segments` for each shard a unit can be in; one list without shards.
+
+    A unit stays in one shard for every segment drawn by the same number of workers (its shard
+    is a hash of its id), so those segments take the same shard; segments with different
+    numbers of workers are combined in every way. Placements that give the same events are
+    computed once.
+    """
+    worker_counts = sorted({segment.shards for segment in segments if segment.shard_sizes})
+    placements = []
+    for shards in itertools.product(*(range(count) for count in worker_counts)):
+        shard_of = dict(zip(worker_counts, shards, strict=True))
+        events = [
+            segment.dp_event(shard_of.get(segment.shards, 0) if segment.shard_sizes else 0)
+            for segment in segments
+        ]
+        events = [event for event in events if not isinstance(event, dp_accounting.NoOpDpEvent)]
+        if events not in placements:
+            placements.append(events)
+    return placements
+
+
+def _composed_epsilon(events: list[dp_accounting.DpEvent], delta: float, accountant: str) -> float:
+    """Epsilon at `delta` of `events` composed, by the "rdp" or "pld" accountant."""
+    if accountant == "pld":
+        composed = dp_accounting.pld.PLDAccountant(
+            value_discretization_interval=_PLD_VALUE_DISCRETIZATION
+        )
+    else:
+        composed = dp_accounting.rdp.RdpAccountant()
+    composed.compose(dp_accounting.ComposedDpEvent(events))
+    return float(composed.get_epsilon(delta))
+
+
 @dataclasses.dataclass(frozen=True)
 class PoissonSampling:
     """What a `poisson_batches` dataset is: the accountant's view of its sampling.
@@ -434,6 +505,8 @@ class PoissonSampling:
         unit: "example", or "user": each sampled user brings up to `examples_per_unit` of
             their examples, as one block of rows that the DP step clips as one.
         examples_per_unit: Rows per unit in a batch (1 for examples).
+        shard_sizes: Units per worker's shard when each worker samples its own shard
+            (`distributed_poisson_batches`; `max_batch_size` is then per shard), else None.
     """
 
     n: int
@@ -442,6 +515,12 @@ class PoissonSampling:
     steps_per_epoch: int
     unit: str = EXAMPLE
     examples_per_unit: int = 1
+    shard_sizes: tuple[int, ...] | None = None
+
+    @property
+    def units_per_batch(self) -> int:
+        """Units in one global batch, over every shard's."""
+        return self.max_batch_size * (1 if self.shard_sizes is None else len(self.shard_sizes))
 
 
 class LedgerFileError(ValueError):

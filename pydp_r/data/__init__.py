@@ -25,7 +25,11 @@ from pydp_r.data.ppg_dalia import (
     load_ppg_dalia_subjects,
     normalize_ppg_dalia_subject,
 )
-from pydp_r.data.sampling import poisson_batch_size_bound, poisson_batches
+from pydp_r.data.sampling import (
+    distributed_poisson_batches,
+    poisson_batch_size_bound,
+    poisson_batches,
+)
 from pydp_r.data.sequences import average_and_make_sequences, average_windows, sliding_sequences
 from pydp_r.data.splits import leave_subjects_out, subject_folds
 from pydp_r.data.synthetic import (
@@ -41,6 +45,7 @@ __all__ = [
     "WINDOW_SIZES",
     "average_and_make_sequences",
     "average_windows",
+    "distributed_poisson_batches",
     "find_subject_files",
     "heart_rate_arrays",
     "heart_rate_datasets",

@@ -9,6 +9,7 @@ examples of sample weight 0, so the traced training step never changes shape.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import secrets
 import warnings
@@ -177,20 +178,7 @@ def poisson_batches(
     Raises:
         ValueError: For an argument outside its range or arrays of different lengths.
     """
-    x, y, sample_weight = _split_data(data)
-    # tf.data stacks a list into one tensor: several inputs (outputs) go in as a tuple.
-    x = _lists_as_tuples(tf.nest.map_structure(np.asarray, x))
-    y = _lists_as_tuples(tf.nest.map_structure(np.asarray, y))
-    arrays = tf.nest.flatten(x) + tf.nest.flatten(y)
-    lengths = {len(array) if array.ndim else None for array in arrays}
-    if len(lengths) != 1 or None in lengths:
-        raise ValueError(
-            "data arrays must all have the same first dimension n; received first dimensions "
-            f"{sorted(lengths, key=str)}."
-        )
-    (n,) = lengths
-    if n < 1:
-        raise ValueError("data must hold at least one example; received n = 0.")
+    x, y, sample_weight, n = _arrays_of(data)
     sampling_rate = _check_sampling_rate(sampling_rate)
     if privacy_unit not in UNITS:
         raise ValueError(f"privacy_unit must be one of {UNITS}; received {privacy_unit!r}.")
@@ -267,14 +255,172 @@ def poisson_batches(
             batch_weights,
         )
 
-    sampling = PoissonSampling(
+    dataset = _sampled_dataset(one_batch, seed, steps)
+    dataset.pydp_r_poisson_sampling = PoissonSampling(
         n=n,
         sampling_rate=sampling_rate,
         max_batch_size=max_batch_size,
         steps_per_epoch=steps,
         examples_per_unit=group_size,
     )
-    return _sampled_dataset(one_batch, seed, sampling)
+    return dataset
+
+
+def _arrays_of(data: Any) -> tuple[Any, Any, Any, int]:
+    """`data`'s x, y (NumPy arrays, lists made tuples), sample_weight, and their length n."""
+    x, y, sample_weight = _split_data(data)
+    # tf.data stacks a list into one tensor: several inputs (outputs) go in as a tuple.
+    x = _lists_as_tuples(tf.nest.map_structure(np.asarray, x))
+    y = _lists_as_tuples(tf.nest.map_structure(np.asarray, y))
+    arrays = tf.nest.flatten(x) + tf.nest.flatten(y)
+    lengths = {len(array) if array.ndim else None for array in arrays}
+    if len(lengths) != 1 or None in lengths:
+        raise ValueError(
+            "data arrays must all have the same first dimension n; received first dimensions "
+            f"{sorted(lengths, key=str)}."
+        )
+    (n,) = lengths
+    if n < 1:
+        raise ValueError("data must hold at least one example; received n = 0.")
+    return x, y, sample_weight, n
+
+
+def distributed_poisson_batches(
+    strategy: tf.distribute.Strategy,
+    data: Any,
+    sampling_rate: float,
+    user_ids: Any,
+    max_examples_per_user: int,
+    max_batch_size: int | None = None,
+    seed: int | None = None,
+    steps: int | None = None,
+) -> Any:
+    """User-level Poisson batches for `fit()` under a multi-worker `tf.distribute` strategy:
+    each worker samples its own shard of the users.
+
+    Each user belongs to one shard, chosen by a hash of their id alone (adding or removing a
+    user moves no other user), and there is one shard per replica. Every worker draws its
+    shard's batches as `poisson_batches(user_ids=...)` does: each of its users independently
+    with probability `sampling_rate`, up to `max_examples_per_user` examples each, cut to
+    `max_batch_size` users if more are drawn, padded with zero-weight rows. So a global step
+    includes every user independently with probability `sampling_rate`, one user's rows are
+    all on one replica, where the DP step clips them as one unit, and the noise is added once
+    to the sum over replicas. A worker holds only its shard's examples in its input pipeline.
+
+    The privacy ledger accounts this as it ran: a user's steps are their own shard's sampler
+    (the other shards' batches do not depend on them), so each shard's truncated Poisson
+    mechanism (`TruncatedSubsampledGaussianDpEvent` with the shard's size) is composed and
+    the epsilon is the largest over the shards. Without truncation this is exactly the
+    epsilon of Poisson sampling over all users.
+
+    On a cluster, every worker runs the same script with the same data (the same files: the
+    user ids of all users are needed to know the shards' sizes, the examples only for the
+    worker's own shard) and `TF_CONFIG` naming the cluster and its own task:
+
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+        with strategy.scope():
+            model = build_model()
+            model.compile(optimizer=pydp_r.DPAdam(1.0, 1.1, learning_rate=1e-3), loss="mse")
+        batches = pydp_r.data.distributed_poisson_batches(
+            strategy, (x, y), sampling_rate=0.01, user_ids=ids, max_examples_per_user=8
+        )
+        model.fit(batches, epochs=10, callbacks=[pydp_r.PrivacyBudget(delta=1e-6)])
+
+    Give a `seed` only for research (the workers derive their own seeds from it); with the
+    default, each worker keys its sampling by its operating system's entropy.
+
+    Args:
+        strategy: A `tf.distribute` strategy with one replica per worker (input pipeline),
+            e.g. `MultiWorkerMirroredStrategy` with one device per worker, or the default
+            strategy (one shard). With several replicas in one worker (`MirroredStrategy`)
+            pass `poisson_batches(...)` to `fit()` instead: the strategy splits its batches.
+        data: `(x, y)` or `(x, y, sample_weight)`, or a dict with keys "x", "y" and optionally
+            "sample_weight", as for `poisson_batches`.
+        sampling_rate: Probability that a step includes a given user, in (0, 1].
+        user_ids: One id per example (shape `(n,)`, hashable values), the same on every worker.
+        max_examples_per_user: The most examples a user brings to one step, integer >= 1.
+        max_batch_size: Users per replica's batch, an integer in [sampling_rate * users of the
+            largest shard, users of the largest shard]. Default: the largest shard's
+            `poisson_batch_size_bound` (exceeded with probability <= 1e-6).
+        seed: None (default: fresh OS entropy on each worker) or an integer >= 0.
+        steps: Steps per `fit()` epoch, integer >= 1. Default `floor(1 / sampling_rate)`.
+
+    Returns:
+        What `strategy.distribute_datasets_from_function` returns, carrying the sampling for
+        the privacy ledger: pass it to `fit()` as it is.
+
+    Raises:
+        ValueError: For an argument outside its range, a strategy with several replicas per
+            worker, or a shard with no user (fewer users than replicas).
+    """
+    x, y, sample_weight, n = _arrays_of(data)
+    sampling_rate = _check_sampling_rate(sampling_rate)
+    user_index, per_user = _checked_users(user_ids, n, max_examples_per_user)
+    weights = _checked_weights(sample_weight, n)
+    shards = int(strategy.num_replicas_in_sync)
+    shard_of_user = _shard_of_each(np.unique(np.asarray(user_ids)), shards)
+    shard_sizes = np.bincount(shard_of_user, minlength=shards)
+    if shard_sizes.min() == 0:
+        raise ValueError(
+            f"user_ids name {len(shard_of_user)} users, and the {shards} replicas' shards hold "
+            f"{shard_sizes.tolist()} of them: every shard needs at least one user (use fewer "
+            "workers or more users)."
+        )
+    max_users = _checked_max_batch_size(
+        max_batch_size, int(shard_sizes.max()), sampling_rate, "users of the largest shard"
+    )
+    steps = _checked_steps(steps, sampling_rate)
+    seed = None if seed is None else _checked_seed(seed)
+    shard_of_example = shard_of_user[user_index]
+
+    def shard_batches(context: tf.distribute.InputContext) -> tf.data.Dataset:
+        if context.num_input_pipelines != shards:
+            raise ValueError(
+                f"distributed_poisson_batches needs one replica per worker; this strategy has "
+                f"{shards} replicas on {context.num_input_pipelines} workers. Pass "
+                "poisson_batches(...) to fit() instead: the strategy splits its batches."
+            )
+        shard = context.input_pipeline_id
+        mine = np.flatnonzero(shard_of_example == shard)
+        _, local_users = np.unique(user_index[mine], return_inverse=True)
+        return _user_batch_dataset(
+            *(tf.nest.map_structure(lambda array: array[mine], part) for part in (x, y)),
+            weights[mine],
+            local_users,
+            per_user,
+            max_users,
+            sampling_rate,
+            steps,
+            _shard_seed(seed, shard),
+        )
+
+    batches = strategy.distribute_datasets_from_function(shard_batches)
+    batches.pydp_r_poisson_sampling = PoissonSampling(
+        n=len(shard_of_user),
+        sampling_rate=sampling_rate,
+        max_batch_size=max_users,
+        steps_per_epoch=steps,
+        unit=USER,
+        examples_per_unit=per_user,
+        shard_sizes=tuple(int(size) for size in shard_sizes) if shards > 1 else None,
+    )
+    return batches
+
+
+def _shard_of_each(ids: np.ndarray, shards: int) -> np.ndarray:
+    """Each id's shard in [0, shards), from a hash of that id alone (stable across processes)."""
+    digests = (
+        hashlib.blake2b(repr(value).encode(), digest_size=8).digest() for value in ids.tolist()
+    )
+    return np.array([int.from_bytes(digest, "little") % shards for digest in digests], np.int64)
+
+
+def _shard_seed(seed: int | None, shard: int) -> int:
+    """The sampling seed of one shard: derived from `seed`, or fresh OS entropy."""
+    if seed is None:
+        return _checked_seed(None)
+    words = np.random.SeedSequence([seed, shard]).generate_state(2, np.uint32)
+    return (int(words[0]) << 31) ^ int(words[1])
 
 
 def _lists_as_tuples(structure: Any) -> Any:
@@ -359,19 +505,16 @@ def _checked_users(user_ids: Any, n: int, max_examples_per_user: Any) -> tuple[n
 
 
 def _sampled_dataset(
-    one_batch: Callable[[tf.Tensor], Any], seed: int, sampling: PoissonSampling
+    one_batch: Callable[[tf.Tensor], Any], seed: int, steps: int
 ) -> tf.data.Dataset:
-    """`sampling.steps_per_epoch` batches `one_batch(batch_seed)`, carrying `sampling`.
+    """`steps` batches `one_batch(batch_seed)`.
 
     One random seed per batch, fresh at every pass over the dataset (every fit() epoch); the
     whole sequence of passes is reproducible from `seed`.
     """
-    steps = sampling.steps_per_epoch
     dataset = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).take(steps)
     dataset = dataset.map(one_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    dataset = dataset.apply(tf.data.experimental.assert_cardinality(steps)).prefetch(1)
-    dataset.pydp_r_poisson_sampling = sampling
-    return dataset
+    return dataset.apply(tf.data.experimental.assert_cardinality(steps)).prefetch(1)
 
 
 def _user_batches(
@@ -392,8 +535,34 @@ def _user_batches(
     num_users = int(user_index.max()) + 1
     max_users = _checked_max_batch_size(max_batch_size, num_users, sampling_rate, "users")
     steps = _checked_steps(steps, sampling_rate)
-    seed = _checked_seed(seed)
+    dataset = _user_batch_dataset(
+        x, y, weights, user_index, per_user, max_users, sampling_rate, steps, _checked_seed(seed)
+    )
+    dataset.pydp_r_poisson_sampling = PoissonSampling(
+        n=num_users,
+        sampling_rate=sampling_rate,
+        max_batch_size=max_users,
+        steps_per_epoch=steps,
+        unit=USER,
+        examples_per_unit=per_user,
+    )
+    return dataset
 
+
+def _user_batch_dataset(
+    x: Any,
+    y: Any,
+    weights: np.ndarray,
+    user_index: np.ndarray,
+    per_user: int,
+    max_users: int,
+    sampling_rate: float,
+    steps: int,
+    seed: int,
+) -> tf.data.Dataset:
+    """`steps` batches of `max_users` user blocks of `per_user` rows, from checked arguments
+    (`user_index`: each example's user in [0, users), every user present)."""
+    num_users = int(user_index.max()) + 1
     order = np.argsort(user_index, kind="stable")
     examples_of_user = tf.RaggedTensor.from_value_rowids(
         tf.constant(order, tf.int64), tf.constant(user_index[order], tf.int64), num_users
@@ -443,15 +612,7 @@ def _user_batches(
             tf.ensure_shape(batch_weights, [rows]),
         )
 
-    sampling = PoissonSampling(
-        n=num_users,
-        sampling_rate=sampling_rate,
-        max_batch_size=max_users,
-        steps_per_epoch=steps,
-        unit=USER,
-        examples_per_unit=per_user,
-    )
-    return _sampled_dataset(one_batch, seed, sampling)
+    return _sampled_dataset(one_batch, seed, steps)
 
 
 def _at_most_per_user(

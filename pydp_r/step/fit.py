@@ -32,8 +32,8 @@ def before_fit(model: keras.Model, arguments: dict[str, Any]) -> Callable[[], No
     poisson = recorder.fit_input.poisson
     user_blocks = None
     if poisson is not None and poisson.unit == USER:
-        user_blocks = (poisson.max_batch_size, poisson.examples_per_unit)
-        _check_user_level(model, optimizer, poisson.max_batch_size)
+        user_blocks = (poisson.units_per_batch, poisson.examples_per_unit)
+        _check_user_level(model, optimizer, poisson.units_per_batch)
     if (optimizer.input_is_padded, optimizer.user_blocks) != (
         recorder.fit_input.padded,
         user_blocks,

@@ -9,7 +9,9 @@ import os
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -45,15 +47,21 @@ def free_port() -> int:
 
 
 def run_two_workers(noise_multiplier: float, tmp_path: Path, tag: str) -> list[np.ndarray]:
+    outputs = [tmp_path / f"worker{index}-{tag}.npy" for index in range(2)]
+    start_two_workers(lambda index: [SCRIPT, "worker", str(noise_multiplier), str(outputs[index])])
+    return [np.load(out) for out in outputs]
+
+
+def start_two_workers(command_of: Callable[[int], list[Any]]) -> None:
+    """Run `command_of(index)` (a Python script and its arguments) as two workers of one
+    cluster on 127.0.0.1, and wait for both to succeed."""
     workers = [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]
-    processes, outputs = [], []
+    processes = []
     for index in range(2):
-        out = tmp_path / f"worker{index}-{tag}.npy"
-        outputs.append(out)
         config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
         processes.append(
             subprocess.Popen(
-                [sys.executable, str(SCRIPT), "worker", str(noise_multiplier), str(out)],
+                [sys.executable, *map(str, command_of(index))],
                 env={**os.environ, "TF_CONFIG": json.dumps(config)},
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
@@ -67,7 +75,6 @@ def run_two_workers(noise_multiplier: float, tmp_path: Path, tag: str) -> list[n
     finally:
         for process in processes:
             process.kill()
-    return [np.load(out) for out in outputs]
 
 
 @pytest.fixture(scope="module")
@@ -104,3 +111,39 @@ def test_multi_worker_strategy_matches_one_device_and_adds_noise_once(single_dev
     noisy = run_two_workers(NOISE_MULTIPLIER, tmp_path, "noisy")
     np.testing.assert_allclose(noisy[0], noisy[1], rtol=1e-5, atol=1e-7)  # workers agree
     assert np.std(noisy[0] - noiseless) == pytest.approx(expected_noise_std(), rel=0.05)
+
+
+USERS_SCRIPT = Path(__file__).with_name("distributed_users.py")
+
+
+def test_two_workers_each_sampling_their_shard_of_users_train_and_account_as_one(tmp_path):
+    """distributed_users.py: every user in every step, so the update is known; it must equal
+    user-level DP-SGD written out by hand (each user's block clipped as one, on whichever
+    worker holds it), and the ledger must record the users, the shards and every step."""
+    start_two_workers(lambda index: [USERS_SCRIPT, "worker", tmp_path / f"users{index}"])
+    records = [json.loads((tmp_path / f"users{index}.json").read_text()) for index in range(2)]
+    (segment,) = records[0]["segments"]
+    # Every user in every step: each worker's batch holds its whole shard.
+    assert segment["max_batch_size"] == max(segment["shard_sizes"])
+    expected = tmp_path / "expected"
+    done = subprocess.run(
+        [sys.executable, USERS_SCRIPT, "expected", expected, str(segment["max_batch_size"])],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_SECONDS,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    by_hand = np.load(f"{expected}.npy")
+    assert np.abs(by_hand).max() > 1e-3  # the steps moved the weights
+    for index in range(2):
+        np.testing.assert_allclose(
+            np.load(tmp_path / f"users{index}.npy"), by_hand, rtol=1e-4, atol=1e-6
+        )
+        record = records[index]
+        assert record["replicas"] == 2
+        (segment,) = record["segments"]
+        assert segment["unit"] == "user"
+        assert segment["n"] == 40
+        assert segment["steps"] == record["iterations"] == 2
+        assert len(segment["shard_sizes"]) == 2 and sum(segment["shard_sizes"]) == 40
+        assert min(segment["shard_sizes"]) >= 1

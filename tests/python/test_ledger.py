@@ -74,6 +74,7 @@ def test_unattributed_steps_are_a_gaussian_mechanism_each():
         ({"n": 0}, "n must"),
         ({"used_microbatching": "no"}, "used_microbatching"),
         ({"sampling": "fixed"}, "sampling"),
+        ({"shard_sizes": [32, 32]}, "shard_sizes must be .* for Poisson batches only"),
     ],
 )
 def test_a_segment_with_a_value_out_of_range_is_refused(changes, message):
@@ -171,3 +172,69 @@ def test_two_processes_appending_to_one_file_both_count(tmp_path):
         assert worker.exitcode == 0
     merged = ledger.read_file(path)
     assert merged.passes == 60 and len(merged.segments) == 2
+
+
+def sharded(steps, shard_sizes, max_batch_size=12, sampling_rate=0.05, origin=7):
+    return Segment(
+        "poisson",
+        1.0,
+        False,
+        steps=steps,
+        n=sum(shard_sizes),
+        sampling_rate=sampling_rate,
+        max_batch_size=max_batch_size,
+        unit="user",
+        examples_per_unit=4,
+        shard_sizes=tuple(shard_sizes),
+        origin=origin,
+    )
+
+
+def truncated_epsilon(shard_steps, delta=1e-5, sampling_rate=0.05, max_batch_size=12):
+    """dp_accounting's epsilon of truncated Poisson steps on shards: [(shard size, steps)]."""
+    accountant = dp_accounting.pld.PLDAccountant(value_discretization_interval=1e-3)
+    for size, steps in shard_steps:
+        event = dp_accounting.TruncatedSubsampledGaussianDpEvent(
+            size, sampling_rate, max_batch_size, 1.0
+        )
+        accountant.compose(dp_accounting.SelfComposedDpEvent(event, steps))
+    return accountant.get_epsilon(delta)
+
+
+def test_sharded_steps_are_accounted_for_the_worst_shard_a_user_can_be_in():
+    """Each worker samples its own shard: a user's steps are their shard's truncated Poisson
+    mechanism, so the epsilon is the largest over the shards, not that of one sampler over
+    all users (which would be smaller here: 230 users at rate 0.05 rarely fill 12 x 2)."""
+    recorded = PrivacyLedger([sharded(300, (130, 100))])
+    per_shard = [truncated_epsilon([(130, 300)]), truncated_epsilon([(100, 300)])]
+    assert per_shard[0] != pytest.approx(per_shard[1], rel=1e-3)
+    assert recorded.epsilon(1e-5) == pytest.approx(max(per_shard), rel=1e-6)
+    one_sampler = Segment(
+        "poisson", 1.0, False, steps=300, n=230, sampling_rate=0.05, max_batch_size=24, unit="user"
+    )
+    assert recorded.epsilon(1e-5) > PrivacyLedger([one_sampler]).epsilon(1e-5)
+    # A user keeps their shard while the number of workers stays: the shards' steps compose
+    # shard by shard; with another number of workers every combination is a candidate.
+    two_runs = PrivacyLedger([sharded(300, (130, 100)), sharded(200, (120, 110), origin=8)])
+    aligned = [
+        truncated_epsilon([(130, 300), (120, 200)]),
+        truncated_epsilon([(100, 300), (110, 200)]),
+    ]
+    assert two_runs.epsilon(1e-5) == pytest.approx(max(aligned), rel=1e-6)
+    regrouped = PrivacyLedger([sharded(300, (130, 100)), sharded(200, (80, 80, 70), origin=8)])
+    combinations = [
+        truncated_epsilon([(first, 300), (second, 200)])
+        for first in (130, 100)
+        for second in (80, 70)
+    ]
+    assert regrouped.epsilon(1e-5) == pytest.approx(max(combinations), rel=1e-6)
+
+
+def test_shard_sizes_survive_the_config_and_must_add_up_to_n():
+    recorded = PrivacyLedger([sharded(30, (130, 100))])
+    restored = PrivacyLedger.from_config(json.loads(json.dumps(recorded.get_config())))
+    assert restored.segments[0].shard_sizes == (130, 100)
+    assert restored.epsilon(1e-5) == recorded.epsilon(1e-5)
+    assert "2 workers" in restored.describe()
+    with pytest.raises(ValueError, match="shard_sizes must add up to n = 231"):
+        Segment(**{**recorded.segments[0].__dict__, "n": 231})

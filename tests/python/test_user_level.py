@@ -2,10 +2,13 @@
 user. Each test would fail if a user could weigh more than one clipped unit, or if the ledger
 counted examples where users ran."""
 
+import types
+
 import dp_accounting
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import pydp_r
 from pydp_r.callbacks import PrivacyBudget
@@ -168,3 +171,98 @@ def test_plain_example_data_has_no_per_user_bound():
     model = model_with(pydp_r.DPSGD(1.0, 1.5))
     model.fit(poisson_batches((x, y), 0.2, seed=6), epochs=1, verbose=0)
     assert model.optimizer.privacy_ledger.user_epsilon(1e-3) is None
+
+
+class Workers:
+    """What `distribute_datasets_from_function` does on `workers` workers of one replica each,
+    run in one process: each worker's dataset, from the dataset function and its context."""
+
+    def __init__(self, workers: int, replicas: int | None = None) -> None:
+        self.workers = workers
+        self.num_replicas_in_sync = replicas or workers
+
+    def distribute_datasets_from_function(self, dataset_fn):
+        contexts = [
+            tf.distribute.InputContext(self.workers, worker, self.num_replicas_in_sync)
+            for worker in range(self.workers)
+        ]
+        return types.SimpleNamespace(datasets=[dataset_fn(context) for context in contexts])
+
+
+def users_in(batch, owner):
+    """The users whose rows a batch `(x, y, weights)` holds (`owner`: row -> user)."""
+    batch_x, _, weights = (part.numpy() for part in batch)
+    return {owner[tuple(row)] for row, weight in zip(batch_x, weights, strict=True) if weight > 0}
+
+
+def users_of_each_worker(x, ids, batches):
+    """The set of users in each worker's first batch."""
+    owner = {tuple(row): user for row, user in zip(x, ids, strict=True)}
+    return [users_in(next(iter(dataset)), owner) for dataset in batches.datasets]
+
+
+def test_each_worker_samples_only_its_own_shard_and_the_shards_cover_every_user():
+    x, y, ids = population(num_users=30, seed=3)
+    workers = Workers(3)
+    batches = pydp_r.data.distributed_poisson_batches(
+        workers, (x, y), 1.0, user_ids=ids, max_examples_per_user=9, seed=0
+    )
+    shards = users_of_each_worker(x, ids, batches)
+    assert set().union(*shards) == set(ids)  # rate 1: every user, all on some worker
+    assert sum(len(shard) for shard in shards) == 30  # no user on two workers
+    sampling = batches.pydp_r_poisson_sampling
+    assert sampling.shard_sizes == tuple(len(shard) for shard in shards)
+    assert (sampling.n, sampling.unit, sampling.units_per_batch) == (
+        30,
+        "user",
+        3 * max(sampling.shard_sizes),
+    )
+    # A user's shard depends on their id alone: without user0, nobody else moves.
+    keep = ids != "user0"
+    fewer = pydp_r.data.distributed_poisson_batches(
+        workers, (x[keep], y[keep]), 1.0, user_ids=ids[keep], max_examples_per_user=9, seed=0
+    )
+    assert users_of_each_worker(x[keep], ids[keep], fewer) == [
+        shard - {"user0"} for shard in shards
+    ]
+
+
+def test_each_worker_draws_its_users_at_the_sampling_rate_independently():
+    x, y, ids = population(num_users=40, seed=4)
+    batches = pydp_r.data.distributed_poisson_batches(
+        Workers(2), (x, y), 0.3, user_ids=ids, max_examples_per_user=9, seed=5, steps=200
+    )
+    owner = {tuple(row): user for row, user in zip(x, ids, strict=True)}
+    counts = [len(users_in(batch, owner)) for dataset in batches.datasets for batch in dataset]
+    # Each worker's batch: Binomial(shard size, 0.3) users; over 2 x 200 batches the total
+    # users drawn has mean 0.3 * 40 * 200 and std about sqrt(0.21 * 40 * 200) = 41.
+    assert abs(sum(counts) - 0.3 * 40 * 200) < 5 * 41
+
+
+def test_distributed_batches_refuse_several_replicas_per_worker_and_empty_shards():
+    x, y, ids = population(num_users=12)
+    with pytest.raises(ValueError, match="one replica per worker"):
+        pydp_r.data.distributed_poisson_batches(
+            Workers(1, replicas=2), (x, y), 0.5, user_ids=ids, max_examples_per_user=2
+        )
+    few = np.isin(ids, ["user0", "user1"])
+    with pytest.raises(ValueError, match="every shard needs at least one user"):
+        pydp_r.data.distributed_poisson_batches(
+            Workers(8), (x[few], y[few]), 0.5, user_ids=ids[few], max_examples_per_user=2
+        )
+    with pytest.raises(ValueError, match="max_batch_size"):
+        pydp_r.data.distributed_poisson_batches(
+            Workers(2), (x, y), 0.5, user_ids=ids, max_examples_per_user=2, max_batch_size=1
+        )
+
+
+def test_one_worker_trains_on_distributed_batches_as_on_poisson_batches():
+    x, y, ids = population(num_users=20, seed=6)
+    batches = pydp_r.data.distributed_poisson_batches(
+        tf.distribute.get_strategy(), (x, y), 0.25, user_ids=ids, max_examples_per_user=3
+    )
+    assert batches.pydp_r_poisson_sampling.shard_sizes is None  # one shard: all users
+    model = model_with(pydp_r.DPSGD(1.0, 1.0, learning_rate=0.1))
+    model.fit(batches, epochs=1, verbose=0)
+    (segment,) = model.optimizer.privacy_ledger.segments
+    assert (segment.unit, segment.n, segment.steps) == ("user", 20, 4)
