@@ -96,7 +96,9 @@ def main(mode: str, out_prefix: str, users_per_shard: int = 0) -> None:
             max_examples_per_user=EXAMPLES_PER_USER,
             steps=STEPS,
         )
-        dp_model.fit(batches, epochs=1, verbose=0, shuffle=False)
+        budget = pydp_r.PrivacyBudget(delta=1e-5)
+        history = dp_model.fit(batches, epochs=1, verbose=0, shuffle=False, callbacks=[budget])
+        record["epsilon"] = history.history["epsilon"]
         record["segments"] = dp_model.optimizer.privacy_ledger.get_config()
         record["iterations"] = int(dp_model.optimizer.iterations.numpy())
     else:

@@ -141,6 +141,7 @@ def test_two_workers_each_sampling_their_shard_of_users_train_and_account_as_one
         )
         record = records[index]
         assert record["replicas"] == 2
+        assert record["epsilon"] == [float("inf")]  # PrivacyBudget ran on both: no noise, no bound
         (segment,) = record["segments"]
         assert segment["unit"] == "user"
         assert segment["n"] == 40
