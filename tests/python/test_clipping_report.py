@@ -390,3 +390,83 @@ def test_tensorflow_code_inside_a_layer_is_not_proven_and_the_report_says_why():
     report = fast_clipping.clipping_report(model)
     assert report.path == "general"
     assert "shuffled (Shuffled)" in report.reason and "cannot be traced" in report.reason
+
+
+def _shared_on(parts, shared, input_shape):
+    """`shared` called on each slice of the input in `parts` (slices along axis 1)."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input(input_shape)
+    outputs = [keras.layers.Flatten()(shared(inputs[:, part])) for part in parts]
+    return keras.Model(inputs, keras.layers.Dense(1)(keras.layers.Concatenate()(outputs)))
+
+
+def test_a_shared_layer_on_inputs_of_different_shapes_falls_back_and_says_why():
+    # A convolution's rule adds its calls as rows of one example, which needs one shape.
+    from test_fast_clipping import assert_fit_step_is_the_batch_of_one_reference
+
+    model = _shared_on([slice(0, 6), slice(2, 6)], keras.layers.Conv2D(2, 3), (6, 5, 2))
+    report = fast_clipping.clipping_report(model)
+    assert report.path == "general"
+    assert "on inputs of different or unknown shapes" in report.reason, report.reason
+    # A Dense's calls are positions of the example, of any number: fast.
+    dense = _shared_on([slice(0, 6), slice(2, 6)], keras.layers.Dense(2), (6, 5, 2))
+    assert fast_clipping.clipping_report(dense).path == "fast"
+    x = np.random.default_rng(11).normal(size=(BATCH, 6, 5, 2)).astype("float32")
+    assert_fit_step_is_the_batch_of_one_reference(model, x, _targets(11), clip=0.5)
+
+
+def test_a_shared_nested_model_whose_calls_differ_in_shape_falls_back_while_tracing():
+    # The tower's own graph does not show the sizes its calls get; the traced step does.
+    keras.utils.set_random_seed(0)
+    tower = keras.Sequential(
+        [
+            keras.Input((None, 5, 2)),
+            keras.layers.Conv2D(2, 3),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(3),
+        ]
+    )
+    model = _shared_on([slice(0, 6), slice(2, 6)], tower, (6, 5, 2))
+    assert fast_clipping.clipping_report(model).path == "fast"
+    x = tf.constant(np.random.default_rng(12).normal(size=(BATCH, 6, 5, 2)), tf.float32)
+    with pytest.raises(fast_clipping.NotSupported, match="different or unknown shapes"):
+        fast_clipping.clipped_gradient_sum(
+            model, lambda targets, predictions: predictions[:, 0], x, {}, 1.0
+        )
+
+
+class _SharedInside(keras.Model):
+    """A subclassed model calling one Dense on its input and on a function of it."""
+
+    def __init__(self):
+        super().__init__(name="shared_inside")
+        self.shared = keras.layers.Dense(4, activation="tanh")
+        self.out = keras.layers.Dense(1)
+
+    def call(self, inputs):
+        both = ops.concatenate([self.shared(inputs), self.shared(ops.square(inputs))], axis=-1)
+        return self.out(ops.mean(both, axis=1))
+
+
+def test_a_subclassed_model_calling_a_layer_twice_takes_the_fast_path(monkeypatch):
+    from test_fast_clipping import assert_fit_step_is_the_batch_of_one_reference
+
+    rng = np.random.default_rng(13)
+    x = rng.normal(size=(BATCH, *SHAPE)).astype("float32")
+    keras.utils.set_random_seed(0)
+    model = _SharedInside()
+    model(x[:1])
+    report = fast_clipping.clipping_report(model, x)
+    assert report.path == "fast", str(report)
+    assert [entry.detail for entry in report if entry.type == "Dense"] == [
+        "rule DenseRule; called 2 times (shared: per example, the calls' gradients are added)",
+        "rule DenseRule",
+    ]
+    calls = []
+    original = fast_clipping.clipped_gradient_sum
+    monkeypatch.setattr(
+        fast_clipping, "clipped_gradient_sum", lambda *a, **k: calls.append(1) or original(*a, **k)
+    )
+    assert_fit_step_is_the_batch_of_one_reference(model, x, _targets(13), clip=0.5)
+    assert calls  # the fit step took the fast path, and did not leave it while tracing:
+    assert fast_clipping.clipping_report(model, x).path == "fast"

@@ -700,3 +700,60 @@ def test_a_shared_layer_takes_the_fast_path_with_the_general_paths_clipped_sums(
     assert report.path == "fast", str(report)
     assert any("called 2 times" in entry.detail for entry in report), str(report)
     assert_rule_matches_general_path(model, x, _targets(len(case)), variant)
+
+
+def _siamese(image_shape):
+    """A Siamese network: one convolutional tower (with BatchNormalization, replaced) applied
+    to two images, the Euclidean distance of the embeddings in keras.ops inside a Lambda, then
+    BatchNormalization of that one value and a sigmoid Dense."""
+
+    def distance(embeddings):
+        first, second = embeddings
+        squared = keras.ops.sum(keras.ops.square(first - second), axis=1, keepdims=True)
+        return keras.ops.sqrt(keras.ops.maximum(squared, keras.backend.epsilon()))
+
+    keras.utils.set_random_seed(0)
+    image = keras.Input(image_shape)
+    hidden = keras.layers.BatchNormalization()(image)
+    hidden = keras.layers.Conv2D(3, 3, activation="tanh")(hidden)
+    hidden = keras.layers.AveragePooling2D(2)(hidden)
+    hidden = keras.layers.BatchNormalization()(keras.layers.Flatten()(hidden))
+    tower = keras.Model(image, keras.layers.Dense(4, activation="tanh")(hidden), name="tower")
+    first, second = keras.Input(image_shape), keras.Input(image_shape)
+    merged = keras.layers.Lambda(distance, output_shape=(1,))([tower(first), tower(second)])
+    merged = keras.layers.BatchNormalization()(merged)
+    outputs = keras.layers.Dense(1, activation="sigmoid")(merged)
+    return pydp_r.replace_batch_norm(keras.Model([first, second], outputs))
+
+
+@pytest.mark.parametrize("num_microbatches", [None, 2])
+def test_a_siamese_network_takes_the_fast_path_with_the_general_paths_clipped_sums(
+    num_microbatches,
+):
+    model = _siamese((9, 8, 1))
+    report = pydp_r.clipping_report(model)
+    assert report.path == "fast", str(report)
+    shared = {entry.name for entry in report if "called 2 times" in entry.detail}
+    tower_layers = [layer for layer in model.get_layer("tower").layers if layer.trainable_weights]
+    assert shared == {f"tower/{layer.name}" for layer in tower_layers}, str(report)
+    rng = np.random.default_rng(9)
+    x = tuple(rng.normal(size=(8, 9, 8, 1)).astype("float32") for _ in range(2))
+    y = rng.integers(0, 2, size=(8, 1)).astype("float32")
+    assert_same_clipped_sums(model, x, y, clip=0.05, num_microbatches=num_microbatches)
+
+
+@pytest.mark.slow  # over 3 s: the full tier
+def test_a_siamese_fit_takes_the_fast_path(monkeypatch):
+    calls = []
+    original = fast_clipping.clipped_gradient_sum
+    monkeypatch.setattr(
+        fast_clipping, "clipped_gradient_sum", lambda *a, **k: calls.append(1) or original(*a, **k)
+    )
+    model = _siamese((9, 8, 1))
+    rng = np.random.default_rng(10)
+    x = tuple(rng.normal(size=(16, 9, 8, 1)).astype("float32") for _ in range(2))
+    y = rng.integers(0, 2, size=(16, 1)).astype("float32")
+    model.compile(optimizer=pydp_r.DPAdam(1.0, 1.0), loss="binary_crossentropy")
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    assert calls  # the fit step took the fast path, and did not leave it while tracing:
+    assert pydp_r.clipping_report(model).path == "fast"
