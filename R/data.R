@@ -323,6 +323,75 @@ poisson_batches <- function(data, sampling_rate, max_batch_size = NULL,
             submodule = "data")
 }
 
+#' User-level Poisson batches sampled by each worker from its own users
+#'
+#' For `model$fit()` under a multi-worker `tf$distribute` strategy, one replica
+#' per worker (e.g. `MultiWorkerMirroredStrategy` with one device per worker):
+#' a hash of each user's id picks the worker (shard) that holds the user, and
+#' each worker draws its own users' batches as [poisson_batches()] does with
+#' `user_ids`. A step then includes every user independently with probability
+#' `sampling_rate`; each user's rows are on one replica, clipped as one unit,
+#' and the noise is added once. [callback_privacy_budget()] logs the epsilon
+#' per user: each shard's truncated Poisson mechanism composed, the worst
+#' shard's. On a cluster every worker runs the same script on the same data
+#' (all user ids are needed to size the shards) with `TF_CONFIG` naming the
+#' cluster. A thin wrapper of the Python
+#' `pydp_r.data.distributed_poisson_batches()`.
+#'
+#' @param strategy The `tf$distribute` strategy the model was built under, with
+#'   one replica per worker (the default strategy gives one shard: the batches
+#'   of [poisson_batches()]).
+#' @inheritParams poisson_batches
+#' @param sampling_rate Probability that a step includes a given user, a number
+#'   in (0, 1] (no default).
+#' @param user_ids One id per example (no default), a character or integer
+#'   vector of length `n` without `NA`, the same on every worker.
+#' @param max_examples_per_user The most examples one user brings to a step, a
+#'   whole number >= 1 (no default).
+#' @param max_batch_size `NULL` (default: exceeded with probability at most
+#'   1e-6 in the largest shard) or the users per replica's batch, a whole number
+#'   in \[`sampling_rate` times the largest shard's users, that number of users\].
+#'
+#' @return What `strategy$distribute_datasets_from_function()` returns, carrying
+#'   the sampling for the privacy ledger: give it to `model$fit()`.
+#' @seealso [poisson_batches()] for one worker, or for `MirroredStrategy`, which
+#'   splits its batches between replicas.
+#' @export
+#' @examplesIf pydp_r_available()
+#' x <- matrix(rnorm(300), ncol = 3)
+#' y <- matrix(rnorm(100), ncol = 1)
+#' users <- rep(sprintf("user%02d", 1:20), each = 5)
+#' tf <- reticulate::import("tensorflow")
+#' batches <- distributed_poisson_batches(tf$distribute$get_strategy(),
+#'                                        list(x = x, y = y), sampling_rate = 0.25,
+#'                                        user_ids = users,
+#'                                        max_examples_per_user = 4, seed = 1)
+#' batches$pydp_r_poisson_sampling$n
+distributed_poisson_batches <- function(strategy, data, sampling_rate, user_ids,
+                                        max_examples_per_user,
+                                        max_batch_size = NULL, seed = NULL,
+                                        steps = NULL) {
+  check_training_data(data)
+  check_number(sampling_rate, "sampling_rate", min = 0, max = 1,
+               min_open = TRUE)
+  if (missing(user_ids) || is.null(user_ids)) {
+    argument_error("user_ids", "one id per example", NULL,
+                   frame_call(environment()))
+  }
+  check_user_ids(user_ids)
+  check_count(max_examples_per_user, "max_examples_per_user")
+  check_count(max_batch_size, "max_batch_size", null_ok = TRUE)
+  check_count(seed, "seed", min = 0, null_ok = TRUE)
+  check_count(steps, "steps", null_ok = TRUE)
+  args <- supplied_args(match.call(expand.dots = FALSE), environment(),
+                        integers = c("max_batch_size", "seed", "steps",
+                                     "max_examples_per_user"))
+  args$data <- training_data_for_python(data)
+  args$user_ids <- as_numpy_array(user_ids_for_python(user_ids))
+  call_core("distributed_poisson_batches", args, frame_call(environment()),
+            submodule = "data")
+}
+
 check_user_ids <- function(x, call = frame_call(parent.frame())) {
   if (is.null(x)) {
     return(invisible(x))

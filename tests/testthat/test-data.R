@@ -400,3 +400,34 @@ test_that("heart_rate_sequences() of a population carries user ids; arrays add t
   expect_identical(with_ids$user_ids_train, rep(ids[[1]], nrow(plain$y_train)))
   expect_identical(with_ids$user_ids_test, rep(ids[[1]], nrow(plain$y_test)))
 })
+
+test_that("distributed_poisson_batches() takes R arrays and user ids; one worker is one shard", {
+  skip_if_no_core()
+  expect_error(distributed_poisson_batches(NULL, regression_data(n = 20), 0.5,
+                                           user_ids = rep(1:10, 2),
+                                           max_examples_per_user = 0),
+               "`max_examples_per_user`")
+  expect_error(distributed_poisson_batches(NULL, regression_data(n = 20), 1.5,
+                                           user_ids = rep(1:10, 2),
+                                           max_examples_per_user = 2),
+               "`sampling_rate`")
+  tf <- reticulate::import("tensorflow")
+  data <- regression_data(n = 120)
+  users <- rep(sprintf("wearer%02d", 1:30), each = 4)
+  batches <- distributed_poisson_batches(tf$distribute$get_strategy(), data,
+                                         sampling_rate = 0.2, user_ids = users,
+                                         max_examples_per_user = 3, seed = 5)
+  sampling <- batches$pydp_r_poisson_sampling
+  expect_identical(sampling$unit, "user")
+  expect_identical(sampling$n, 30L)
+  model <- linear_model()
+  model$compile(optimizer = optimizer_dp_sgd(l2_norm_clip = 1, noise_multiplier = 1.1,
+                                             learning_rate = 0.1),
+                loss = "mse")
+  history <- model$fit(batches, epochs = 1L, verbose = 0L, shuffle = FALSE,
+                       callbacks = list(callback_privacy_budget(delta = 1e-3)))
+  ledger <- model$optimizer$privacy_ledger
+  expect_identical(ledger$unit, "user")
+  expect_identical(ledger$steps, 5L)
+  expect_equal(unlist(history$history$epsilon), ledger$epsilon(1e-3), tolerance = 1e-9)
+})
