@@ -57,6 +57,8 @@ ZOO = {
     "subclassed": ("subclassed", 64, (30, 16), None, 1),
     "bidirectional": ("bidirectional", 32, (30, 8), None, 1),
     "time_distributed": ("time_distributed", 64, (30, 16), None, 1),
+    # Keras' siamese_contrastive: one tower called on both images of a pair (shared weights).
+    "siamese": ("siamese", 16, (2, 28, 28, 1), None, 1),
 }
 
 
@@ -175,6 +177,16 @@ def _build(name: str):
     elif family == "time_distributed":
         x = layers.TimeDistributed(layers.Dense(64, activation="relu"))(inputs)
         x = layers.GlobalAveragePooling1D()(x)
+    elif family == "siamese":
+        image = keras.Input(input_shape[1:])
+        t = layers.GroupNormalization(1)(image)  # what replace_batch_norm makes of BatchNorm
+        t = layers.AveragePooling2D(2)(layers.Conv2D(4, 5, activation="tanh")(t))
+        t = layers.AveragePooling2D(2)(layers.Conv2D(16, 5, activation="tanh")(t))
+        t = layers.Dense(10, activation="tanh")(layers.GroupNormalization(1)(layers.Flatten()(t)))
+        tower = keras.Model(image, t)
+        squared = keras.ops.square(tower(inputs[:, 0]) - tower(inputs[:, 1]))
+        squared = keras.ops.sum(squared, axis=1, keepdims=True)
+        x = keras.ops.sqrt(keras.ops.maximum(squared, keras.backend.epsilon()))
     else:
         x = layers.DepthwiseConv2D(3, padding="same", activation="relu")(inputs)
         x = layers.DepthwiseConv2D(3, strides=2, activation="relu")(x)
