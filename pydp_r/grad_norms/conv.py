@@ -24,7 +24,11 @@ import tensorflow as tf
 
 from pydp_r import _keras_seam
 from pydp_r.grad_norms.conv_ghost_norms import patch_kernel_gradients
-from pydp_r.grad_norms.conv_gradients import depthwise_kernel_gradients, offset_kernel_gradients
+from pydp_r.grad_norms.conv_gradients import (
+    depthwise_kernel_gradients,
+    folded_single_channel_gradients,
+    offset_kernel_gradients,
+)
 from pydp_r.grad_norms.conv_views import static_spatial_sizes
 from pydp_r.grad_norms.registry import UnitGradients, affine_unit_gradients, per_unit, register
 
@@ -75,6 +79,8 @@ def _kernel_gradients(
     a convolution `views_of` is its input and `meets` the gradient at its output; for a
     transposed convolution the two swap.
     """
+    if _one_channel_meets(layer, meets):
+        return folded_single_channel_gradients(layer, views_of, meets, num_units)
     grads = per_unit(meets, num_units)  # (units, positions, channels of `meets`)
     if output_spatial is None:
         return patch_kernel_gradients(layer, views_of, grads, output_spatial, num_units)
@@ -86,6 +92,19 @@ def _kernel_gradients(
     ):
         return patch_kernel_gradients(layer, views_of, grads, output_spatial, num_units)
     return offset_kernel_gradients(layer, views_of, grads, output_spatial, num_units)
+
+
+def _one_channel_meets(layer: keras.layers.Layer, meets: tf.Tensor) -> bool:
+    """Whether the kernel gradients come from one depthwise filter gradient
+    (`conv_gradients.folded_single_channel_gradients`): `meets` has one channel, the layer is
+    1-D or 2-D, undilated, with "valid" or "same" padding, and the sizes are known."""
+    return (
+        meets.shape[-1] == 1
+        and layer.rank in (1, 2)
+        and all(d == 1 for d in layer.dilation_rate)
+        and layer.padding in ("valid", "same")
+        and meets.shape[1:].is_fully_defined()
+    )
 
 
 def _concatenated(parts: list[UnitGradients]) -> UnitGradients:

@@ -224,6 +224,18 @@ def _cases():
             (203, 8),
             None,
         ),
+        # One output channel: one depthwise filter gradient with the batch folded into the
+        # channels (strided "same" padding on odd sizes pads more after than before).
+        "conv2d_one_filter": (
+            lambda: _sequential((9, 8, 4), *_head(L.Conv2D(1, 3, strides=2, padding="same"))),
+            (9, 8, 4),
+            None,
+        ),
+        "conv1d_one_filter": (
+            lambda: _sequential((11, 3), *_head(L.Conv1D(1, 5, strides=2))),
+            (11, 3),
+            None,
+        ),
         "conv3d": (lambda: _sequential((4, 4, 4, 2), *_head(L.Conv3D(3, 2))), (4, 4, 4, 2), None),
         "conv3d_offsets": (
             lambda: _sequential((6, 9, 9, 8), *_head(L.Conv3D(2, 3, strides=(1, 2, 2)))),
@@ -243,6 +255,21 @@ def _cases():
                 *_head(L.Conv2DTranspose(8, 3, strides=2, padding="same", output_padding=1)),
             ),
             (8, 8, 2),
+            None,
+        ),
+        # One input channel: the output gradient's views meet one channel (the same folded
+        # depthwise filter gradient as conv2d_one_filter, roles swapped).
+        "conv2d_transpose_one_channel_input": (
+            lambda: _sequential(
+                (5, 4, 1),
+                *_head(L.Conv2DTranspose(4, 3, strides=2, padding="same", output_padding=1)),
+            ),
+            (5, 4, 1),
+            None,
+        ),
+        "conv1d_transpose_one_channel_input": (
+            lambda: _sequential((6, 1), *_head(L.Conv1DTranspose(3, 3, strides=2))),
+            (6, 1),
             None,
         ),
         "conv1d_transpose_dilated": (
