@@ -1039,7 +1039,8 @@ def clipped_gradient_sum(
 
     Raises:
         NotSupported: When the forward pass shows the model is not supported after all
-            (a layer called twice, regularization losses); nothing has been updated then.
+            (calls of a shared layer that cannot be combined, regularization losses); nothing
+            has been updated then.
     """
     reason = unsupported_reason(model, x)
     if reason is not None:
