@@ -66,7 +66,9 @@ def privacy_record(optimizer: keras.optimizers.Optimizer, delta: float) -> dict[
 
     Returns:
         privacy_unit ("example" or "user"), n_units, sampling_rate, max_units_per_batch,
-        examples_per_unit, noise_multiplier, steps, delta and epsilon (PLD accountant).
+        examples_per_unit, noise_multiplier, steps, delta, epsilon and the accountant that
+        computed it ("pld": dp-accounting's PLD accountant, the one that accounts truncated
+        Poisson batches).
 
     Raises:
         ValueError: If the ledger holds no steps or several segments (one run, one mechanism).
@@ -89,6 +91,7 @@ def privacy_record(optimizer: keras.optimizers.Optimizer, delta: float) -> dict[
         "steps": segment.steps,
         "delta": delta,
         "epsilon": ledger.epsilon(delta, ACCOUNTANT),
+        "accountant": ledger.accountant_for(ACCOUNTANT),
     }
 
 

@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import dp_accounting
 import numpy as np
 import pytest
 
@@ -314,6 +315,17 @@ def test_user_level_demo_reports_what_the_ledger_recorded(tmp_path):
     assert (privacy["examples_per_unit"], privacy["steps"]) == (4, 2 * 4)
     assert privacy["noise_multiplier"] == pytest.approx(recipes.private.noise_multiplier)
     assert privacy["epsilon"] <= 2.0 and private["epsilon"] == privacy["epsilon"]
+    # The epsilon is at least dp-accounting's own for the recorded run (truncation included).
+    assert privacy["accountant"] == "pld"
+    event = dp_accounting.TruncatedSubsampledGaussianDpEvent(
+        privacy["n_units"],
+        privacy["sampling_rate"],
+        privacy["max_units_per_batch"],
+        privacy["noise_multiplier"],
+    )
+    accountant = dp_accounting.pld.PLDAccountant()
+    recomputed = accountant.compose(dp_accounting.SelfComposedDpEvent(event, privacy["steps"]))
+    assert privacy["epsilon"] >= recomputed.get_epsilon(privacy["delta"])
     # One score per wearer: 10 held-out wearers against 10 training wearers.
     assert 0 <= private["membership_auc"] <= 1
     assert results["summary"]["DP-Adam per wearer eps=2"]["epsilon"] == privacy["epsilon"]
