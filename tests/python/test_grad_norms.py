@@ -318,6 +318,24 @@ def _cases():
             image,
             None,
         ),
+        # Inputs far from zero (x_hat is formed from the saved statistics), gamma or beta alone.
+        "group_norm_offset_gamma_only": (
+            lambda: _sequential(
+                seq,
+                L.Dense(6, bias_initializer="ones"),
+                L.Lambda(lambda t: t * 3.0 + 50.0),
+                *_head(L.GroupNormalization(3, center=False)),
+            ),
+            seq,
+            None,
+        ),
+        "group_norm_beta_only_2d": (
+            lambda: _sequential(
+                image, *_head(L.Conv2D(4, 2), L.GroupNormalization(1, scale=False))
+            ),
+            image,
+            None,
+        ),
         "prelu_and_own_layer": (lambda: _sequential(seq, *_head(L.PReLU(), _Scale())), seq, None),
         "simple_rnn": (lambda: _sequential(seq, *_head(L.SimpleRNN(3))), seq, None),
         "lstm": (lambda: _sequential(seq, *_head(L.LSTM(3, return_sequences=True))), seq, None),
