@@ -104,11 +104,12 @@ class RecurrentRule:
         cell = layer.cell
         inputs, previous = (tf.cast(t, z_grad.dtype) for t in saved)
         grads = per_unit(z_grad, num_units)  # (units, steps, gates * units)
-        input_grads = tf.linalg.matmul(grads, per_unit(inputs, num_units), transpose_a=True)
-        recurrent_grads = tf.linalg.matmul(grads, per_unit(previous, num_units), transpose_a=True)
+        # a^T g in the kernels' layout: for these shapes faster than g^T a then transposed
+        # (Keras' LSTM examples: 4.8 against 8.2 ms over 10 steps, 10.0 against 11.9 ms over
+        # 200; benchmarks/README.md).
         gradients = [
-            tf.transpose(input_grads, [0, 2, 1]),
-            tf.transpose(recurrent_grads, [0, 2, 1]),
+            tf.linalg.matmul(per_unit(inputs, num_units), grads, transpose_a=True),
+            tf.linalg.matmul(per_unit(previous, num_units), grads, transpose_a=True),
         ]
         if cell.use_bias:
             gradients.append(tf.reduce_sum(grads, axis=1))
