@@ -679,13 +679,24 @@ class _SelfAttention(keras.layers.Layer):
 SHARED_CASES = _shared_cases()
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
+# Over 3 s on the 2-core machine: attention's general path (a loop over units), and the
+# unknown-batch and XLA traces of the convolutions and the LSTM.
+SLOW_SHARED = {("attention", variant) for variant in VARIANTS} | {
+    ("conv2d", "unknown_batch"),
+    ("conv2d_chained", "unknown_batch"),
+    ("lstm", "unknown_batch"),
+    ("lstm", "jit"),
+}
+
+
 @pytest.mark.parametrize(
-    "case",
+    ("case", "variant"),
     [
-        # Attention's general path (a loop over units) takes 3-6 s per variant.
-        pytest.param(name, marks=pytest.mark.slow) if name == "attention" else name
-        for name in sorted(SHARED_CASES)
+        pytest.param(case, variant, marks=pytest.mark.slow)
+        if (case, variant) in SLOW_SHARED
+        else (case, variant)
+        for case in sorted(SHARED_CASES)
+        for variant in VARIANTS
     ],
 )
 def test_a_shared_layer_takes_the_fast_path_with_the_general_paths_clipped_sums(case, variant):
