@@ -86,13 +86,20 @@ class RecurrentRule:
             _, state = carried
             return step(cell, projected_t, state)
 
-        time_major = tf.transpose(projected, [1, 0, 2])
+        later_previous: list[tf.Tensor] = []
+        z = projected
+        if _may_use_ghost_norms(layer, inputs):
+            z = _with_recurrent_kernel_gradient(
+                projected, tf.cast(cell.recurrent_kernel, projected.dtype), later_previous
+            )
+        time_major = tf.transpose(z, [1, 0, 2])
         first_hidden = tf.zeros(tf.stack([batch, cell.units]), projected.dtype)
         hiddens, _ = tf.scan(scan_step, time_major, initializer=(first_hidden, initial))
         hiddens = tf.transpose(hiddens, [1, 0, 2])  # (batch, steps, units)
         previous = tf.concat([tf.zeros_like(hiddens[:, :1]), hiddens[:, :-1]], axis=1)
+        later_previous.append(tf.stop_gradient(previous))
         outputs = hiddens if layer.return_sequences else hiddens[:, -1]
-        return projected, outputs, (inputs, previous)
+        return z, outputs, (inputs, previous)
 
     def unit_gradients(
         self,
@@ -104,6 +111,14 @@ class RecurrentRule:
         cell = layer.cell
         inputs, previous = (tf.cast(t, z_grad.dtype) for t in saved)
         grads = per_unit(z_grad, num_units)  # (units, steps, gates * units)
+        if _may_use_ghost_norms(layer, inputs) and _ghost_is_cheaper(
+            grads.shape[1], inputs.shape[-1], cell.units, grads.shape[-1]
+        ):
+            return UnitGradients(
+                _ghost_squared_norms(
+                    per_unit(inputs, num_units), per_unit(previous, num_units), grads, cell.use_bias
+                )
+            )
         # a^T g in the kernels' layout: for these shapes faster than g^T a then transposed
         # (Keras' LSTM examples: 4.8 against 8.2 ms over 10 steps, 10.0 against 11.9 ms over
         # 200; benchmarks/README.md).
@@ -114,6 +129,73 @@ class RecurrentRule:
         if cell.use_bias:
             gradients.append(tf.reduce_sum(grads, axis=1))
         return UnitGradients(gradients_squared_norms(gradients), gradients)
+
+
+def _ghost_is_cheaper(positions: int | None, d_in: int, units: int, gate_units: int) -> bool:
+    """Whether Gram matrices over a unit's positions (steps of its examples) cost fewer
+    multiply-adds than forming its gradient of `[W; U]`, `(d_in + units) x gate_units`."""
+    if positions is None:
+        return False
+    return positions * (d_in + units + gate_units) < (d_in + units) * gate_units
+
+
+def _may_use_ghost_norms(layer: keras.layers.Layer, inputs: tf.Tensor) -> bool:
+    """Whether the rule exposes the recurrent kernel's share of the clipped sum to the
+    backward pass from `z` (`_with_recurrent_kernel_gradient`), so that `unit_gradients` may
+    take ghost norms: when they are cheaper for one example per unit. Decided from static
+    shapes alone, so that `forward` and `unit_gradients` decide alike."""
+    steps, d_in = inputs.shape[1], inputs.shape[-1]
+    gate_units = layer.cell.recurrent_kernel.shape[-1]
+    return d_in is not None and _ghost_is_cheaper(steps, d_in, layer.cell.units, gate_units)
+
+
+def _with_recurrent_kernel_gradient(
+    projected: tf.Tensor, recurrent_kernel: tf.Tensor, later_previous: list[tf.Tensor]
+) -> tf.Tensor:
+    """`projected` (the rule's `z`), through which a backward pass also reaches `U`.
+
+    The value is `projected`; the gradient `dz` flows on to it unchanged, and to `U` as
+    `sum_{t, examples} h_{t-1}^T dz_t`: the gradient of `U` with `h_{t-1}` held fixed, which
+    is what `sum_t h_{t-1} U` would get if it were added at `z` (it is, inside the recurrence).
+    The clip-weighted backward pass from `z` thus gives `U`'s share of the clipped sum, as it
+    gives `W`'s and `b`'s, with no per-example gradients formed. `h_{t-1}` is computed after
+    `z` (by the recurrence that reads `z`), so it is handed over in `later_previous` and read
+    only when the gradient is taken. Any other gradient through `U` from this forward pass
+    would count `U` twice; the fast path takes none (it differentiates the loss with respect
+    to the `z`s only, and each `z` with respect to its own layer's weights).
+    """
+
+    @tf.custom_gradient
+    def expose(projected: tf.Tensor, recurrent_kernel: tf.Tensor):
+        def gradient(dz: tf.Tensor):
+            (previous,) = later_previous
+            units, gate_units = recurrent_kernel.shape
+            recurrent_gradient = tf.linalg.matmul(
+                tf.reshape(tf.cast(previous, dz.dtype), [-1, units]),
+                tf.reshape(dz, [-1, gate_units]),
+                transpose_a=True,
+            )
+            return dz, tf.cast(recurrent_gradient, recurrent_kernel.dtype)
+
+        return tf.identity(projected), gradient
+
+    return expose(projected, recurrent_kernel)
+
+
+def _ghost_squared_norms(
+    inputs: tf.Tensor, previous: tf.Tensor, grads: tf.Tensor, use_bias: bool
+) -> tf.Tensor:
+    """Per-unit squared norms of the `[W; U]` (and `b`) gradients from Gram matrices over
+    positions: `sum_{t,s} (x_t.x_s + h_{t-1}.h_{s-1}) (g_t.g_s)`, and `sum_{t,s} g_t.g_s` for
+    `b` (the squared norm of `sum_t g_t`)."""
+    activation_gram = tf.linalg.matmul(inputs, inputs, transpose_b=True) + tf.linalg.matmul(
+        previous, previous, transpose_b=True
+    )
+    grad_gram = tf.linalg.matmul(grads, grads, transpose_b=True)
+    norms = tf.reduce_sum(activation_gram * grad_gram, [1, 2])
+    if use_bias:
+        norms += tf.reduce_sum(grad_gram, [1, 2])
+    return norms
 
 
 @register(keras.layers.GRU)

@@ -341,6 +341,23 @@ def _cases():
         "lstm": (lambda: _sequential(seq, *_head(L.LSTM(3, return_sequences=True))), seq, None),
         "lstm_last": (lambda: _sequential(seq, *_head(L.LSTM(2, use_bias=False))), seq, None),
         "gru": (lambda: _sequential(seq, *_head(L.GRU(3, return_sequences=True))), seq, None),
+        # Few steps, wide layers: ghost norms, and U's clipped sum by the backward pass from z
+        # (with a Dense before, whose gradient flows through the LSTM's z).
+        "lstm_ghost": (
+            lambda: _sequential((3, 6), L.Dense(6), *_head(L.LSTM(8))),
+            (3, 6),
+            None,
+        ),
+        "lstm_ghost_bidirectional_sequences": (
+            lambda: _sequential((3, 6), *_head(L.Bidirectional(L.LSTM(8, return_sequences=True)))),
+            (3, 6),
+            None,
+        ),
+        "simple_rnn_ghost": (
+            lambda: _sequential((2, 5), *_head(L.SimpleRNN(6, use_bias=False))),
+            (2, 5),
+            None,
+        ),
         # Wrappers reuse the wrapped layer's rule: Bidirectional through its two recurrent
         # layers (the backward one reverses time), TimeDistributed with time folded into units.
         "lstm_bidirectional": (
