@@ -59,6 +59,12 @@ ZOO = {
     "time_distributed": ("time_distributed", 64, (30, 16), None, 1),
     # Keras' siamese_contrastive: one tower called on both images of a pair (shared weights).
     "siamese": ("siamese", 16, (2, 28, 28, 1), None, 1),
+    # Official Keras examples' models as written there (issue #27), at their batch sizes; the
+    # data is synthetic, of their shapes and dtypes (`_example_data`).
+    "keras_multi_input": ("keras_multi_input", 32, None, 10000, None),
+    "keras_timeseries_conv": ("keras_timeseries_conv", 32, (500, 1), None, 2),
+    "keras_bidirectional_imdb": ("keras_bidirectional_imdb", 32, (200,), 20000, 2),
+    "keras_autoencoder": ("keras_autoencoder", 128, (28, 28, 1), None, None),
 }
 
 
@@ -101,6 +107,88 @@ def _encoder_block(x, width):
     x = layers.LayerNormalization()(x + layers.MultiHeadAttention(4, width // 4)(x, x))
     hidden = layers.Dense(width * 2, activation="relu")(x)
     return layers.LayerNormalization()(x + layers.Dense(width)(hidden))
+
+
+def _keras_example(family: str):
+    """The model of an official Keras example (keras-io), as its script builds it, and the
+    arguments its script compiles it with (the optimizer aside)."""
+    import keras
+
+    import pydp_r
+
+    layers = keras.layers
+    if family == "keras_multi_input":  # guides/functional_api: 3 inputs, 2 outputs
+        title_input = keras.Input(shape=(None,), name="title")
+        body_input = keras.Input(shape=(None,), name="body")
+        tags_input = keras.Input(shape=(12,), name="tags")
+        title_features = layers.LSTM(128)(layers.Embedding(10000, 64)(title_input))
+        body_features = layers.LSTM(32)(layers.Embedding(10000, 64)(body_input))
+        x = layers.concatenate([title_features, body_features, tags_input])
+        priority = layers.Dense(1, name="priority")(x)
+        department = layers.Dense(4, name="department")(x)
+        model = keras.Model(
+            [title_input, body_input, tags_input],
+            {"priority": priority, "department": department},
+        )
+        return model, {
+            "loss": {
+                "priority": keras.losses.BinaryCrossentropy(from_logits=True),
+                "department": keras.losses.CategoricalCrossentropy(from_logits=True),
+            },
+            "loss_weights": {"priority": 1.0, "department": 0.2},
+        }
+    if family == "keras_timeseries_conv":  # timeseries/timeseries_classification_from_scratch
+        inputs = keras.Input((500, 1))
+        x = inputs
+        for _ in range(3):
+            x = layers.Conv1D(filters=64, kernel_size=3, padding="same")(x)
+            x = layers.ReLU()(layers.BatchNormalization()(x))
+        outputs = layers.Dense(2, activation="softmax")(layers.GlobalAveragePooling1D()(x))
+        # The DP migration's one change to the model; the plain model gets it too, so that
+        # both train the same model.
+        model = pydp_r.replace_batch_norm(keras.Model(inputs, outputs))
+        return model, {"loss": "sparse_categorical_crossentropy"}
+    if family == "keras_bidirectional_imdb":  # nlp/bidirectional_lstm_imdb
+        inputs = keras.Input(shape=(None,), dtype="int32")
+        x = layers.Embedding(20000, 128)(inputs)
+        x = layers.Bidirectional(layers.LSTM(64, return_sequences=True))(x)
+        x = layers.Bidirectional(layers.LSTM(64))(x)
+        outputs = layers.Dense(1, activation="sigmoid")(x)
+        return keras.Model(inputs, outputs), {"loss": "binary_crossentropy"}
+    # vision/autoencoder
+    inputs = layers.Input(shape=(28, 28, 1))
+    x = layers.Conv2D(32, (3, 3), activation="relu", padding="same")(inputs)
+    x = layers.MaxPooling2D((2, 2), padding="same")(x)
+    x = layers.Conv2D(32, (3, 3), activation="relu", padding="same")(x)
+    x = layers.MaxPooling2D((2, 2), padding="same")(x)
+    x = layers.Conv2DTranspose(32, (3, 3), strides=2, activation="relu", padding="same")(x)
+    x = layers.Conv2DTranspose(32, (3, 3), strides=2, activation="relu", padding="same")(x)
+    x = layers.Conv2D(1, (3, 3), activation="sigmoid", padding="same")(x)
+    return keras.Model(inputs, x), {"loss": "binary_crossentropy"}
+
+
+def _example_data(family: str, n: int):
+    """Synthetic arrays of the shapes and dtypes the Keras example trains on."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    if family == "keras_multi_input":  # titles of 10 words, bodies of 100, 12 tags
+        x = [
+            rng.integers(10000, size=(n, 10)).astype("float32"),
+            rng.integers(10000, size=(n, 100)).astype("float32"),
+            rng.integers(2, size=(n, 12)).astype("float32"),
+        ]
+        y = {
+            "priority": rng.random(size=(n, 1)).astype("float32"),
+            "department": rng.integers(2, size=(n, 4)).astype("float32"),
+        }
+        return x, y
+    if family == "keras_timeseries_conv":
+        return rng.normal(size=(n, 500, 1)).astype("float32"), rng.integers(2, size=n)
+    if family == "keras_bidirectional_imdb":
+        return rng.integers(20000, size=(n, 200)).astype("int32"), rng.integers(2, size=n)
+    images = rng.random(size=(n, 28, 28, 1)).astype("float32")
+    return images, images
 
 
 def _build(name: str):
@@ -202,19 +290,26 @@ def _compiled(name: str, kind: str):
     import pydp_r
 
     keras.utils.set_random_seed(0)
-    model, loss = _build(name)
+    family = ZOO[name][0]
+    if family.startswith("keras_"):
+        model, compile_arguments = _keras_example(family)
+    else:
+        model, loss = _build(name)
+        compile_arguments = {"loss": loss}
     if kind == "plain":
         optimizer = keras.optimizers.Adam(1e-3)
     else:
         optimizer = pydp_r.DPAdam(l2_norm_clip=1.0, noise_multiplier=1.1, learning_rate=1e-3)
-    model.compile(optimizer=optimizer, loss=loss)
+    model.compile(optimizer=optimizer, **compile_arguments)
     return model
 
 
 def _data(name: str, steps: int):
     import numpy as np
 
-    _, batch_size, input_shape, vocabulary, classes = ZOO[name]
+    family, batch_size, input_shape, vocabulary, classes = ZOO[name]
+    if family.startswith("keras_"):
+        return _example_data(family, batch_size * steps)
     rng = np.random.default_rng(0)
     shape = (batch_size * steps, *input_shape)
     if vocabulary:
@@ -226,6 +321,14 @@ def _data(name: str, steps: int):
     else:
         y = rng.integers(0, classes, size=batch_size * steps)
     return x, y
+
+
+def _rows(arrays, stop: int):
+    """The first `stop` rows of an array, or of each array of a list or dict (several inputs
+    or outputs)."""
+    import keras
+
+    return keras.tree.map_structure(lambda array: array[:stop], arrays)
 
 
 def time_interleaved(
@@ -246,13 +349,13 @@ def time_interleaved(
     batch_size = ZOO[name][1]
     x, y = _data(name, steps)
     models = {kind: _compiled(name, kind) for kind in ("plain", "dp")}
-    reason = "forced" if general else fast_clipping.unsupported_reason(models["dp"], x[:1])
+    reason = "forced" if general else fast_clipping.unsupported_reason(models["dp"], _rows(x, 1))
     start = time.perf_counter()
-    models["dp"].fit(x[:batch_size], y[:batch_size], batch_size=batch_size, verbose=0)
+    models["dp"].fit(_rows(x, batch_size), _rows(y, batch_size), batch_size=batch_size, verbose=0)
     first_trace = time.perf_counter() - start
     for model in models.values():
         warm = batch_size * 2
-        model.fit(x[:warm], y[:warm], batch_size=batch_size, epochs=2, verbose=0)
+        model.fit(_rows(x, warm), _rows(y, warm), batch_size=batch_size, epochs=2, verbose=0)
     seconds: dict[str, list[float]] = {kind: [] for kind in models}
     cpu_seconds: dict[str, list[float]] = {kind: [] for kind in models}
     for round_index in range(repeats):
