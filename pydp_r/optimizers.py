@@ -48,8 +48,8 @@ def _gaussian_noise(generator: tf.random.Generator, size: Any, stddev: Any) -> t
     `generator.normal` computes the same transform one element at a time (scalar log, sin and
     cos per pair) and took twice the CPU time on this project's machine: 13.8 ms against 7.3 ms
     for 1.39M draws, the noise of Keras' multi-input example, whose two embedding tables make
-    it a quarter of the DP step (benchmarks/README.md, "Noise"). Here each transform is one
-    vectorized pass over all pairs.
+    it a quarter of the DP step (benchmarks/README.md, "The four over 1.5x"). Here each
+    transform is one vectorized pass over all pairs.
 
     Args:
         generator: The optimizer's secret-keyed Philox generator; advanced by the draw.
