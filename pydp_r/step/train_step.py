@@ -55,7 +55,8 @@ class _Batch:
 
     Attributes:
         x, y, sample_weight: The batch after examples with NaN or inf were taken out.
-        rows: Rows of the batch (a scalar tensor).
+        rows: Rows of the batch as it came, padding included (a scalar tensor): with
+            `num_units`, what the noisy sum is divided by.
         non_finite: Examples taken out (an int64 scalar).
         x_units, targets_units: Inputs and targets (`{"y": ..., "sample_weight": ...}`) padded
             to whole units.
@@ -85,7 +86,7 @@ def dp_train_step(model: keras.Model, data: Any) -> dict[str, Any]:
     """
     optimizer = dp_optimizer(model)
     check_no_batch_norm(model)
-    batch = _prepared_batch(optimizer, data)
+    batch = _prepared_batch(optimizer, data, static_shapes=bool(model.jit_compile))
     if not model.trainable_weights:
         _forward(model, batch.x)  # Subclassed models create their weights on the first call.
     if not model.trainable_weights:
@@ -104,10 +105,25 @@ def dp_train_step(model: keras.Model, data: Any) -> dict[str, Any]:
     return _reported_metrics(model, optimizer, batch, unit_losses / loss_scale, y_pred)
 
 
-def _prepared_batch(optimizer: DPOptimizerMixin, data: Any) -> _Batch:
-    """Unpack `data`, take out non-finite examples, and pad it to whole units."""
+def _prepared_batch(optimizer: DPOptimizerMixin, data: Any, static_shapes: bool) -> _Batch:
+    """Unpack `data`, take out non-finite examples, and pad it to whole units.
+
+    Poisson batches of examples also lose their padding rows here (unless the step needs
+    static shapes, under XLA): rows of weight 0 add nothing to the clipped sum, and a default
+    batch bound is often 1.5x the expected batch. `rows` stays the padded count, the
+    data-independent divisor of the noisy sum.
+    """
     x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
     x, y, sample_weight, non_finite = clipping.without_non_finite_examples(x, y, sample_weight)
+    rows = tf.shape(tf.nest.flatten(x)[0])[0]
+    if (
+        optimizer.input_is_padded
+        and optimizer.user_blocks is None
+        and optimizer.num_microbatches is None
+        and sample_weight is not None
+        and not static_shapes
+    ):
+        x, y, sample_weight = _without_padding(x, y, sample_weight)
     targets = {}
     if y is not None:
         targets["y"] = y
@@ -121,8 +137,17 @@ def _prepared_batch(optimizer: DPOptimizerMixin, data: Any) -> _Batch:
     x_units, targets_units = x, targets
     if num_microbatches is not None and targets:
         x_units, targets_units = _padded_to_multiple(x, targets, num_microbatches)
-    rows = tf.shape(tf.nest.flatten(x)[0])[0]
     return _Batch(x, y, sample_weight, rows, non_finite, x_units, targets_units, num_microbatches)
+
+
+def _without_padding(x: Any, y: Any, sample_weight: tf.Tensor) -> tuple[Any, Any, tf.Tensor]:
+    """The rows of positive weight (and always the first row, so that a batch that drew no
+    example still has a row, of weight 0, for the loss to be defined on)."""
+    keep = tf.reshape(sample_weight > 0, [-1])
+    keep = tf.logical_or(keep, tf.equal(tf.range(tf.size(keep)), 0))
+    kept = lambda tensor: tf.boolean_mask(tensor, keep)  # noqa: E731
+    y = None if y is None else tf.nest.map_structure(kept, y)
+    return tf.nest.map_structure(kept, x), y, kept(sample_weight)
 
 
 def _forward(model: keras.Model, inputs: Any) -> Any:

@@ -5,6 +5,7 @@ import math
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from scipy import stats
 
 import pydp_r
@@ -250,3 +251,58 @@ def test_a_list_of_inputs_stays_several_inputs():
     assert isinstance(batch_x, tuple) and [t.shape[1] for t in batch_x] == [3, 5]
     model.fit(dataset, epochs=1, verbose=0)
     assert model.optimizer.privacy_ledger.steps == 4
+
+
+def fixed_poisson_dataset(batch, like):
+    """One given batch as a dataset that carries the sampling of `like` (a poisson_batches)."""
+    dataset = tf.data.Dataset.from_tensors(tuple(batch))
+    dataset.pydp_r_poisson_sampling = like.pydp_r_poisson_sampling
+    return dataset
+
+
+def test_the_step_skips_padding_rows_and_still_divides_by_the_fixed_batch_size():
+    x, y, _ = numbered_data(60)
+    x, y = x / 60, y / 600
+    like = poisson_batches((x, y), 0.2, max_batch_size=24, seed=3)
+    batch_x, batch_y, weights = next(iter(like))
+    assert 0 < int(np.sum(weights > 0)) < 24  # some padding to skip
+    batch_shapes = []
+
+    class BatchShape(keras.layers.Layer):
+        def call(self, inputs):
+            batch_shapes.append(inputs.shape[0])  # at trace time
+            return inputs
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((2,)), BatchShape(), keras.layers.Dense(1)])
+    with pytest.warns(pydp_r.NoPrivacyWarning):
+        optimizer = pydp_r.DPSGD(l2_norm_clip=0.05, noise_multiplier=0.0, learning_rate=1.0)
+    model.compile(optimizer=optimizer, loss="mse")
+    kernel, bias = (w.numpy().copy() for w in model.trainable_weights)
+    model.fit(fixed_poisson_dataset((batch_x, batch_y, weights), like), epochs=1, verbose=0)
+    # The traced step saw a batch of unknown size (the real rows), not the 24 padded ones.
+    assert batch_shapes and 24 not in batch_shapes[1:]
+    # By hand: each real example's gradient clipped to 0.05, summed, divided by 24.
+    total = np.zeros(3)
+    for row, target, weight in zip(batch_x.numpy(), batch_y.numpy(), weights.numpy(), strict=True):
+        if weight > 0:
+            error = row @ kernel[:, 0] + bias[0] - target[0]
+            gradient = 2 * weight * error * np.append(row, 1.0)
+            total += gradient * min(1.0, 0.05 / np.linalg.norm(gradient))
+    update = np.append(model.trainable_weights[0].numpy()[:, 0], model.trainable_weights[1].numpy())
+    np.testing.assert_allclose(update - np.append(kernel[:, 0], bias), -total / 24, atol=1e-6)
+
+
+def test_a_batch_that_drew_no_example_changes_nothing():
+    x, y, _ = numbered_data(30)
+    like = poisson_batches((x / 30, y / 300), 0.1, max_batch_size=8, seed=0)
+    empty = (np.zeros((8, 2), "float32"), np.zeros((8, 1), "float32"), np.zeros(8, "float32"))
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    with pytest.warns(pydp_r.NoPrivacyWarning):
+        optimizer = pydp_r.DPSGD(l2_norm_clip=1.0, noise_multiplier=0.0, learning_rate=1.0)
+    model.compile(optimizer=optimizer, loss="mse")
+    before = [w.numpy().copy() for w in model.trainable_weights]
+    history = model.fit(fixed_poisson_dataset(empty, like), epochs=1, verbose=0)
+    for weight, old in zip(model.trainable_weights, before, strict=True):
+        np.testing.assert_array_equal(weight.numpy(), old)
+    assert np.isfinite(history.history["loss"][0])
