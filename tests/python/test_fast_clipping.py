@@ -646,6 +646,9 @@ def _shared_cases():
             None,
         ),
         "lstm": (lambda: _shared_model((2, 5, 3), L.LSTM(4)), (2, 5, 3), None),
+        # Short and wide: the LSTM rule's ghost norms, the recurrent kernel's share of the
+        # clipped sum through its backward pass.
+        "lstm_ghost": (lambda: _shared_model((2, 3, 6), L.LSTM(8)), (2, 3, 6), None),
         # Without a rule: vectorized alone per call, the calls' gradients added.
         "prelu": (lambda: _shared_model((2, 5), L.PReLU(), head=[L.Dense(4)]), (2, 5), None),
         # Through its sublayers' rules: each projection is called twice.
