@@ -9,6 +9,7 @@ mix examples within a batch.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -125,7 +126,7 @@ def clipped_gradient_sum(
         ]
         return gradients, loss, aux
 
-    per_unit_gradients, unit_losses, aux = tf.vectorized_map(unit_gradient, units)
+    per_unit_gradients, unit_losses, aux = _map_over_units(unit_gradient, units)
     squared_norms = tf.add_n(
         [
             tf.reduce_sum(tf.square(tf.cast(tf.reshape(g, [num_units, -1]), tf.float32)), axis=1)
@@ -140,6 +141,36 @@ def clipped_gradient_sum(
         for g in per_unit_gradients
     ]
     return gradient_sums, unit_losses, merge_microbatches(aux), num_units
+
+
+def _map_over_units(unit_fn: Callable[[Any], Any], units: Any) -> Any:
+    """`unit_fn` on every unit, vectorized, or one unit at a time where pfor cannot vectorize it.
+
+    TensorFlow's pfor (2.21) has no vectorization for some gradient graphs: a Keras RNN with an
+    output the loss does not use (an encoder LSTM whose sequence output is dropped, ConvLSTM2D)
+    leaves the while loop's output TensorList without a gradient, the tape fills it with a
+    `zeros_like` of a TensorList, and pfor's ZerosLike converter fails on that dtype. The
+    vectorized attempt is traced in a function of its own so that a failed attempt leaves no
+    op (a seed or moving-statistics update) behind in the step's graph; the fallback is a
+    `tf.map_fn` over units, exact (each unit's gradient still sees only that unit) but slower.
+    """
+    try:
+        return tf.function(lambda: tf.vectorized_map(unit_fn, units), autograph=False)()
+    except (TypeError, ValueError, NotImplementedError) as error:
+        warnings.warn(
+            "pydp_r: tf.vectorized_map cannot vectorize this model's per-unit gradients "
+            f"({type(error).__name__}: {str(error)[:200]}); computing them one unit at a time "
+            "with tf.map_fn instead (exact, slower).",
+            stacklevel=2,
+        )
+    unit_specs = tf.nest.map_structure(
+        lambda tensor: tf.TensorSpec(tensor.shape[1:], tensor.dtype), units
+    )
+    traced = tf.function(unit_fn, autograph=False).get_concrete_function(unit_specs)
+    output_signature = tf.nest.map_structure(
+        lambda tensor: tf.TensorSpec(tensor.shape, tensor.dtype), traced.structured_outputs
+    )
+    return tf.map_fn(unit_fn, units, fn_output_signature=output_signature)
 
 
 def _zeroed_where_not(keep: tf.Tensor, tensor: tf.Tensor) -> tf.Tensor:

@@ -230,3 +230,48 @@ def test_a_variable_the_loss_does_not_reach_gets_zero_gradient_plus_noise(make_m
         assert np.all(trained[i] != 0)  # noise reaches it: its presence is not revealed
     for i in set(range(len(trained))) - set(unused):
         assert not np.allclose(trained[i], noise_only[i])
+
+
+def lstm_with_an_unused_output() -> keras.Model:
+    # The sequence output and h are dropped (as lstm_seq2seq's encoder drops its output): the
+    # while loop's output TensorList gets no gradient, and the tape fills it with zeros_like.
+    inputs = keras.Input((5, 8))
+    _, _, cell_state = keras.layers.LSTM(16, return_state=True)(inputs)
+    return keras.Model(inputs, keras.layers.Dense(1)(cell_state))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("num_microbatches", [None, 2])
+def test_an_rnn_with_an_unused_output_gets_exact_clipped_gradients(num_microbatches):
+    keras.utils.set_random_seed(0)
+    model = lstm_with_an_unused_output()
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.normal(size=(4, 5, 8)).astype("float32"))
+    y = tf.constant(rng.normal(size=(4, 1)).astype("float32") * 10)
+    mse = keras.losses.MeanSquaredError()
+
+    def unit_loss(unit):
+        predictions = model(unit["x"], training=True)
+        return mse(unit["y"], predictions), predictions
+
+    step = tf.function(
+        lambda: clipping.clipped_gradient_sum(
+            unit_loss, {"x": x, "y": y}, model.trainable_weights, 0.5, num_microbatches
+        )
+    )
+    sums, losses, predictions, _ = step()
+    np.testing.assert_allclose(predictions.numpy(), model(x).numpy(), rtol=1e-5, atol=1e-6)
+    units = 4 if num_microbatches is None else num_microbatches
+    rows = 4 // units
+    want = [tf.zeros_like(w) for w in model.trainable_weights]
+    for i in range(units):
+        rows_of_unit = slice(i * rows, (i + 1) * rows)
+        with tf.GradientTape() as tape:
+            loss = mse(y[rows_of_unit], model(x[rows_of_unit], training=True))
+        grads = tape.gradient(loss, model.trainable_weights)
+        np.testing.assert_allclose(losses[i].numpy(), loss.numpy(), rtol=1e-5)
+        factor = min(1.0, 0.5 / float(tf.linalg.global_norm(grads)))
+        assert factor < 1.0  # every unit is clipped
+        want = [s + g * factor for s, g in zip(want, grads, strict=True)]
+    for got, expected in zip(sums, want, strict=True):
+        np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-4, atol=1e-6)
