@@ -12,8 +12,11 @@ GRU (with `reset_after=True`, Keras' default) applies the reset gate to `h_{t-1}
 that product is not simply added to the input projection; a zero tensor ("probe") added to it
 at every step exposes its gradient, and the rule's `z` is the pair (projection, probe).
 
-Only the plain configuration is covered (no dropout, masks, initial or returned states, or
-statefulness); other RNN layers are vectorized whole over the batch. A layer that goes
+The returned states (`return_state=True`, as lstm_seq2seq's encoder and decoder ask) are the
+recurrence's last states. An initial state given as tensors (`initial_state=`) is a
+per-example input of the rule (`forward`'s `initial_state`): it is `h_{-1}` in `U`'s gradient,
+and the backward pass carries its gradient on to whatever computed it. Dropout, masks and
+statefulness are not covered; such RNN layers are vectorized whole over the batch. A layer that goes
 backwards (Bidirectional's backward layer) runs over the time-reversed input, and returns its
 sequence in that order, as Keras does.
 """
@@ -61,15 +64,14 @@ class RecurrentRule:
         cell = layer.cell
         return (
             not layer.stateful
-            and not layer.return_state
             and cell.dropout == 0
             and cell.recurrent_dropout == 0
             and len(layer.trainable_weights) == 2 + int(cell.use_bias)
         )
 
     def forward(
-        self, layer: keras.layers.Layer, inputs: tf.Tensor
-    ) -> tuple[tf.Tensor, tf.Tensor, tuple[tf.Tensor, tf.Tensor]]:
+        self, layer: keras.layers.Layer, inputs: tf.Tensor, initial_state: Any = None
+    ) -> tuple[tf.Tensor, Any, tuple[tf.Tensor, tf.Tensor]]:
         cell = layer.cell
         step, num_states = _STEPS[type(layer)]
         if layer.go_backwards:
@@ -77,10 +79,7 @@ class RecurrentRule:
         projected = tf.linalg.matmul(inputs, tf.cast(cell.kernel, inputs.dtype))
         if cell.use_bias:
             projected = projected + cell.bias
-        batch = tf.shape(inputs)[0]
-        initial = tuple(
-            tf.zeros(tf.stack([batch, cell.units]), projected.dtype) for _ in range(num_states)
-        )
+        initial = _initial_states(initial_state, num_states, inputs, cell.units, projected.dtype)
 
         def scan_step(carried, projected_t):
             _, state = carried
@@ -93,12 +92,13 @@ class RecurrentRule:
                 projected, tf.cast(cell.recurrent_kernel, projected.dtype), later_previous
             )
         time_major = tf.transpose(z, [1, 0, 2])
-        first_hidden = tf.zeros(tf.stack([batch, cell.units]), projected.dtype)
-        hiddens, _ = tf.scan(scan_step, time_major, initializer=(first_hidden, initial))
+        hiddens, states = tf.scan(scan_step, time_major, initializer=(initial[0], initial))
         hiddens = tf.transpose(hiddens, [1, 0, 2])  # (batch, steps, units)
-        previous = tf.concat([tf.zeros_like(hiddens[:, :1]), hiddens[:, :-1]], axis=1)
+        previous = tf.concat([initial[0][:, None], hiddens[:, :-1]], axis=1)
         later_previous.append(tf.stop_gradient(previous))
         outputs = hiddens if layer.return_sequences else hiddens[:, -1]
+        if layer.return_state:
+            outputs = [outputs, *(state[-1] for state in states)]
         return z, outputs, (inputs, previous)
 
     def unit_gradients(
@@ -129,6 +129,23 @@ class RecurrentRule:
         if cell.use_bias:
             gradients.append(tf.reduce_sum(grads, axis=1))
         return UnitGradients(gradients_squared_norms(gradients), gradients)
+
+
+def _initial_states(
+    initial_state: Any, num_states: int, inputs: tf.Tensor, units: int, dtype: tf.DType
+) -> tuple[tf.Tensor, ...]:
+    """The recurrence's first states: the given `initial_state` (a tensor or a list of
+    `num_states` tensors of shape `(batch, units)`), or zeros as Keras starts."""
+    if initial_state is None:
+        batch = tf.shape(inputs)[0]
+        return tuple(tf.zeros(tf.stack([batch, units]), dtype) for _ in range(num_states))
+    states = tf.nest.flatten(initial_state)
+    if len(states) != num_states:
+        raise ValueError(
+            f"initial_state must hold {num_states} tensors of shape (batch, {units}); "
+            f"received {len(states)}."
+        )
+    return tuple(tf.cast(state, dtype) for state in states)
 
 
 def _ghost_is_cheaper(positions: int | None, d_in: int, units: int, gate_units: int) -> bool:
@@ -208,8 +225,8 @@ class GRURule:
         return layer.cell.reset_after and RecurrentRule.supports(self, layer)
 
     def forward(
-        self, layer: keras.layers.GRU, inputs: tf.Tensor
-    ) -> tuple[tuple[tf.Tensor, tf.Tensor], tf.Tensor, tuple[tf.Tensor, tf.Tensor]]:
+        self, layer: keras.layers.GRU, inputs: tf.Tensor, initial_state: Any = None
+    ) -> tuple[tuple[tf.Tensor, tf.Tensor], Any, tuple[tf.Tensor, tf.Tensor]]:
         cell = layer.cell
         if layer.go_backwards:
             inputs = tf.reverse(inputs, [1])
@@ -217,7 +234,7 @@ class GRURule:
         if cell.use_bias:
             projected = projected + cell.bias[0]
         probe = tf.zeros_like(projected)  # its gradient: that of h_{t-1} U + b_rec at each step
-        batch = tf.shape(inputs)[0]
+        (first_hidden,) = _initial_states(initial_state, 1, inputs, cell.units, projected.dtype)
 
         def scan_step(hidden, elements):
             projected_t, probe_t = tf.split(elements, 2, axis=-1)
@@ -234,11 +251,13 @@ class GRURule:
         hiddens = tf.scan(
             scan_step,
             tf.transpose(tf.concat([projected, probe], axis=-1), [1, 0, 2]),
-            initializer=tf.zeros(tf.stack([batch, cell.units]), projected.dtype),
+            initializer=first_hidden,
         )
         hiddens = tf.transpose(hiddens, [1, 0, 2])
-        previous = tf.concat([tf.zeros_like(hiddens[:, :1]), hiddens[:, :-1]], axis=1)
+        previous = tf.concat([first_hidden[:, None], hiddens[:, :-1]], axis=1)
         outputs = hiddens if layer.return_sequences else hiddens[:, -1]
+        if layer.return_state:
+            outputs = [outputs, hiddens[:, -1]]
         return (projected, probe), outputs, (inputs, previous)
 
     def unit_gradients(

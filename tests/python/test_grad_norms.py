@@ -379,6 +379,24 @@ def _cases():
             seq,
             None,
         ),
+        # Returned states (lstm_seq2seq's encoder and decoder): the last states, each used,
+        # or the sequence output and h dropped as the encoder drops them.
+        "lstm_states": (lambda: _returned_states(L.LSTM(3, return_state=True)), seq, None),
+        "lstm_cell_state_only": (
+            lambda: _returned_states(L.LSTM(3, return_state=True), keep=[2]),
+            seq,
+            None,
+        ),
+        "gru_sequences_and_state": (
+            lambda: _returned_states(L.GRU(3, return_sequences=True, return_state=True)),
+            seq,
+            None,
+        ),
+        "simple_rnn_backwards_state": (
+            lambda: _returned_states(L.SimpleRNN(3, go_backwards=True, return_state=True)),
+            seq,
+            None,
+        ),
         "time_distributed_dense": (
             lambda: _sequential(seq, *_head(L.TimeDistributed(L.Dense(3, activation="tanh")))),
             seq,
@@ -401,6 +419,17 @@ def _cases():
         # traced and its sublayers' rules used.
         "composite_layer": (lambda: _sequential(seq, *_head(_GatedDense(4))), seq, None),
     }
+
+
+def _returned_states(recurrent, keep=None):
+    """`recurrent` (with `return_state=True`) whose outputs at positions `keep` (all by
+    default) are flattened, joined and fed to a Dense head."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((6, 5))
+    outputs = recurrent(inputs)
+    kept = [keras.layers.Flatten()(outputs[i]) for i in keep or range(len(outputs))]
+    joined = kept[0] if len(kept) == 1 else keras.layers.Concatenate()(kept)
+    return keras.Model(inputs, keras.layers.Dense(1)(joined))
 
 
 def _frozen(model):
@@ -562,3 +591,72 @@ def test_a_rule_not_exact_under_xla_is_not_used_for_a_model_compiled_with_xla():
     assert fast_clipping._rule_for(model, gru) is grad_norms.rule_for(gru) is not None
     model.compile(loss="mse", jit_compile=True)
     assert fast_clipping._rule_for(model, gru) is None
+
+
+@pytest.mark.parametrize(
+    "make_layer, num_states, steps, features",
+    [
+        (lambda: keras.layers.LSTM(3, return_sequences=True, return_state=True), 2, 6, 5),
+        (lambda: keras.layers.GRU(3, go_backwards=True, return_state=True), 1, 6, 5),
+        (lambda: keras.layers.SimpleRNN(3, return_state=True), 1, 6, 5),
+        # Few steps, wide: ghost norms, and U's sum from the backward pass from z.
+        (lambda: keras.layers.LSTM(8, return_state=True), 2, 2, 6),
+    ],
+)
+def test_a_recurrent_rule_takes_an_initial_state_as_a_per_example_input(
+    make_layer, num_states, steps, features
+):
+    # lstm_seq2seq's decoder starts from the encoder's states: the rule's outputs, per-example
+    # norms and gradients, and the gradient it passes back to the states, against Keras' layer.
+    keras.utils.set_random_seed(0)
+    layer = make_layer()
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.normal(size=(4, steps, features)).astype("float32"))
+    states = [
+        tf.constant(rng.normal(size=(4, layer.cell.units)).astype("float32"))
+        for _ in range(num_states)
+    ]
+    want_outputs = layer(x, initial_state=states)
+    coefficients = [tf.constant(rng.normal(size=o.shape).astype("float32")) for o in want_outputs]
+
+    def weighted_sum(outputs):
+        return sum(tf.reduce_sum(c * o) for c, o in zip(coefficients, outputs, strict=True))
+
+    rule = grad_norms.rule_for(layer)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(states)
+        z, outputs, saved = rule.forward(layer, x, initial_state=states)
+        loss = weighted_sum(outputs)
+    for got, want in zip(outputs, want_outputs, strict=True):
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-6)
+    z_grad = tape.gradient(loss, z)
+    got = rule.unit_gradients(layer, saved, z_grad, None)
+    got_state_grads = tape.gradient(loss, states)
+    recurrent_sum = tape.gradient(z, layer.cell.recurrent_kernel, output_gradients=z_grad)
+
+    with tf.GradientTape() as keras_tape:
+        keras_tape.watch(states)
+        keras_loss = weighted_sum(layer(x, initial_state=states))
+    for got_grad, want_grad in zip(
+        got_state_grads, keras_tape.gradient(keras_loss, states), strict=True
+    ):
+        np.testing.assert_allclose(got_grad.numpy(), want_grad.numpy(), rtol=1e-4, atol=1e-6)
+
+    per_example = []
+    for i in range(4):
+        with tf.GradientTape() as example_tape:
+            example_outputs = layer(x[i : i + 1], initial_state=[s[i : i + 1] for s in states])
+            example_loss = sum(
+                tf.reduce_sum(c[i : i + 1] * o)
+                for c, o in zip(coefficients, example_outputs, strict=True)
+            )
+        per_example.append(example_tape.gradient(example_loss, layer.trainable_weights))
+    want_norms = [sum(float(tf.reduce_sum(g**2)) for g in grads) for grads in per_example]
+    np.testing.assert_allclose(got.squared_norms.numpy(), want_norms, rtol=2e-4, atol=1e-6)
+    if got.gradients is not None:
+        for w, got_grad in enumerate(got.gradients):
+            want_grad = np.stack([grads[w].numpy() for grads in per_example])
+            np.testing.assert_allclose(got_grad.numpy(), want_grad, rtol=1e-4, atol=1e-6)
+    elif recurrent_sum is not None:  # ghost norms: U's share comes from the backward pass
+        want_sum = sum(grads[1].numpy() for grads in per_example)
+        np.testing.assert_allclose(recurrent_sum.numpy(), want_sum, rtol=1e-4, atol=1e-6)
