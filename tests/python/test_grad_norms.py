@@ -397,6 +397,16 @@ def _cases():
             seq,
             None,
         ),
+        # An initial state given as tensors (lstm_seq2seq's decoder starts from its encoder's
+        # states): INITIAL_STATE_CASES below.
+        "lstm_initial_state_from_encoder": (lambda: _from_states("lstm"), seq, None),
+        "lstm_ghost_initial_state_from_encoder": (
+            lambda: _from_states("lstm_ghost"),
+            seq,
+            None,
+        ),
+        "gru_initial_state_from_encoder": (lambda: _from_states("gru"), seq, None),
+        "simple_rnn_initial_state_from_dense": (lambda: _from_states("simple_rnn"), seq, None),
         "time_distributed_dense": (
             lambda: _sequential(seq, *_head(L.TimeDistributed(L.Dense(3, activation="tanh")))),
             seq,
@@ -432,6 +442,29 @@ def _returned_states(recurrent, keep=None):
     return keras.Model(inputs, keras.layers.Dense(1)(joined))
 
 
+def _from_states(kind):
+    """A recurrent layer started from states computed from the input (as lstm_seq2seq's
+    decoder starts from its encoder's): by an encoder of the same kind, or by a Dense."""
+    keras.utils.set_random_seed(0)
+    L = keras.layers
+    inputs = keras.Input((6, 5))
+    if kind == "lstm":
+        _, hidden, carry = L.LSTM(3, return_state=True)(inputs)
+        decoded, _, _ = L.LSTM(3, return_sequences=True, return_state=True)(
+            inputs, initial_state=[hidden, carry]
+        )
+    elif kind == "lstm_ghost":  # few steps, wide: ghost norms, U's sum from the backward pass
+        _, hidden, carry = L.LSTM(8, return_state=True)(inputs[:, :2])
+        decoded = L.LSTM(8)(inputs[:, :2], initial_state=[hidden, carry])
+    elif kind == "gru":
+        _, hidden = L.GRU(3, return_state=True)(inputs)
+        decoded = L.GRU(3, return_sequences=True)(inputs, initial_state=hidden)
+    else:
+        hidden = L.Dense(3)(L.Flatten()(inputs))
+        decoded = L.SimpleRNN(3, return_sequences=True)(inputs, initial_state=[hidden])
+    return keras.Model(inputs, L.Dense(1)(L.Flatten()(decoded)))
+
+
 def _frozen(model):
     """Freeze every layer but the last (a frozen BatchNormalization runs in inference mode)."""
     for layer in model.layers[:-1]:
@@ -455,17 +488,25 @@ class _GatedDense(keras.layers.Layer):
 CASES = _cases()
 # Bidirectional RNNs, vectorized whole (before their rule), took 10-20 s per variant.
 RECURRENT_CASES: set[str] = set()
+# The recurrent rules take an initial state (`forward(..., initial_state=)`, tested against
+# Keras below), but the fast path still refuses a call with tensors besides `inputs`; these
+# cases pass once it hands `initial_state` to a rule that takes it (issue #27).
+INITIAL_STATE_CASES = {name for name in CASES if "initial_state" in name}
+_REFUSED_INITIAL_STATE = pytest.mark.xfail(
+    strict=True, reason="the fast path does not yet hand initial_state to the recurrent rules"
+)
+
+
+def _case_param(name):
+    if name in INITIAL_STATE_CASES:
+        return pytest.param(name, marks=_REFUSED_INITIAL_STATE)
+    if name in RECURRENT_CASES:  # Vectorizing a Bidirectional LSTM whole takes 10-20 s.
+        return pytest.param(name, marks=pytest.mark.slow)
+    return name
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-@pytest.mark.parametrize(
-    "case",
-    [
-        # Vectorizing a Bidirectional LSTM whole takes 10-20 s per variant.
-        pytest.param(name, marks=pytest.mark.slow) if name in RECURRENT_CASES else name
-        for name in sorted(CASES)
-    ],
-)
+@pytest.mark.parametrize("case", [_case_param(name) for name in sorted(CASES)])
 def test_rule_matches_the_general_path(case, variant):
     if variant == "jit" and case in RECURRENT_CASES:
         pytest.xfail(
