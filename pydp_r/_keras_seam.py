@@ -430,37 +430,47 @@ def graph_calls(model: keras.Model) -> list[GraphCall] | None:
     return _calls_in_order(graph._nodes_by_depth)
 
 
-def symbolic_calls(layer: keras.layers.Layer, args: tuple, kwargs: dict) -> list[GraphCall]:
+def symbolic_calls(
+    layer: keras.layers.Layer, args: tuple, kwargs: dict, batch_size: int | None = None
+) -> list[GraphCall]:
     """The calls `layer.call` makes when run on symbolic tensors shaped like `args`/`kwargs`.
 
     Every `keras.KerasTensor` among the arguments is replaced by a fresh `keras.Input` of its
-    shape (batch size unknown) and dtype; sublayers called on them, and `keras.ops` applied to
-    them, become graph calls. What `call` computes from anything else (constants,
-    `keras.ops.arange(n)`, a sublayer called on such a tensor) runs eagerly and leaves no
-    call. The sublayers' call history is restored afterwards, so the model's own graph is
+    shape (batch size `batch_size`, None: unknown) and dtype; sublayers called on them, and
+    `keras.ops` applied to them, become graph calls. What `call` computes from anything else
+    (constants, `keras.ops.arange(n)`, a sublayer called on such a tensor) runs eagerly and
+    leaves no call. The sublayers' call history is restored afterwards, so the model's own graph is
     unchanged.
 
     Raises:
         Exception: Whatever `call` raises on symbolic tensors (e.g. a raw TensorFlow op).
     """
-    return symbolic_calls_with_inputs(layer, args, kwargs, [])[0]
+    return symbolic_calls_with_inputs(layer, args, kwargs, [], batch_size)[0]
 
 
 def symbolic_calls_with_inputs(
-    layer: keras.layers.Layer, args: tuple, kwargs: dict, extra_inputs: list
+    layer: keras.layers.Layer,
+    args: tuple,
+    kwargs: dict,
+    extra_inputs: list,
+    batch_size: int | None = None,
 ) -> tuple[list[GraphCall], list]:
     """`symbolic_calls`, where `call` may also compute from `extra_inputs`: symbolic tensors
     (`keras.Input`s) that the caller's hooks append to that list while `call` runs.
 
+    A `call` that needs the batch size as a value (`keras.ops.broadcast_to(w,
+    keras.ops.shape(inputs))`, Keras' image preprocessing) fails on an unknown one; traced
+    with a known `batch_size`, what it computes from that size alone runs eagerly.
+
     Returns:
         The calls (those on the way from the arguments or `extra_inputs` to the outputs) and
-        the symbolic outputs of `call`.
+        the outputs of `call` that are tensors, symbolic or not.
     """
     from keras.src.ops.function import map_graph
 
     def fresh_input(value: Any) -> Any:
         if isinstance(value, keras.KerasTensor):
-            return keras.Input(batch_shape=(None, *value.shape[1:]), dtype=value.dtype)
+            return keras.Input(batch_shape=(batch_size, *value.shape[1:]), dtype=value.dtype)
         return value
 
     symbolic_args = tf.nest.map_structure(fresh_input, args)
@@ -470,10 +480,11 @@ def symbolic_calls_with_inputs(
     history = [(op, len(op._inbound_nodes), len(op._outbound_nodes)) for op in operations]
     try:
         outputs = layer.call(*symbolic_args, **symbolic_kwargs)
-        flat_outputs = [v for v in tf.nest.flatten(outputs) if is_symbolic(v)]
-        if not flat_outputs:
-            return [], []
-        _, nodes_by_depth, _, _ = map_graph([*inputs, *extra_inputs], flat_outputs)
+        flat_outputs = [v for v in tf.nest.flatten(outputs) if hasattr(v, "shape")]
+        symbolic_outputs = [v for v in flat_outputs if is_symbolic(v)]
+        if not symbolic_outputs:
+            return [], flat_outputs
+        _, nodes_by_depth, _, _ = map_graph([*inputs, *extra_inputs], symbolic_outputs)
         return _calls_in_order(nodes_by_depth), flat_outputs
     finally:
         for op, inbound, outbound in history:

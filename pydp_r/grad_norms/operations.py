@@ -14,7 +14,10 @@ number, a NumPy array, a weight) is the same for every example. Declared only wh
   cumulative sums) whose axes do not include the batch axis;
 - reshapes that keep each example's number of elements (static), transposes and
   `expand_dims`/`squeeze` that keep the batch axis first, slicing that takes every example;
-- pooling, and matrix products whose batch axes line up (or with a constant matrix).
+- pooling, and matrix products whose batch axes line up (or with a constant matrix);
+- patches of batched images (`keras.ops.image.extract_patches`), splits along other axes
+  than the batch axis, constants shaped like a graph tensor (`zeros_like`, `ones_like`), and
+  Fourier transforms over trailing axes that leave the batch axis out.
 """
 
 from __future__ import annotations
@@ -192,3 +195,58 @@ def _matmul(operation: Any, args: tuple, kwargs: dict, outputs: list) -> str | N
     if _is_graph_tensor(first) and len(first.shape) >= 2 and len(second.shape) == 2:
         return _keeps_batch(outputs, args, kwargs)
     return "multiplies the batch by a matrix from the left"
+
+
+@register_operation("ExtractPatches")
+def _extract_patches(operation: Any, args: tuple, kwargs: dict, outputs: list) -> str | None:
+    # A convolution with an identity kernel over each image; an input of rank len(size) + 1 is
+    # taken as one unbatched image, whose first axis would be the batch.
+    images = args[0] if args else kwargs.get("images")
+    if len(_graph_tensors(args, kwargs)) != 1 or not _is_graph_tensor(images):
+        return "takes graph tensors besides its images"
+    if len(images.shape) != len(operation.size) + 2:
+        return (
+            f"takes images of shape {tuple(images.shape)} as one unbatched image (its first "
+            "axis, the batch, would be a spatial axis)"
+        )
+    return _keeps_batch(outputs, args, kwargs)
+
+
+@register_operation("Split")
+def _split(operation: Any, args: tuple, kwargs: dict, outputs: list) -> str | None:
+    if len(_graph_tensors(args, kwargs)) != 1 or not _is_graph_tensor(args[0]):
+        return "takes graph tensors besides its first argument"
+    return _along_axes(operation.axis, len(args[0].shape)) or _keeps_batch(outputs, args, kwargs)
+
+
+@register_operation("ZerosLike", "OnesLike")
+def _constant_like(operation: Any, args: tuple, kwargs: dict, outputs: list) -> str | None:
+    # The output is a constant of the argument's shape: no example's values reach it.
+    if len(_graph_tensors(args, kwargs)) != 1:
+        return "takes several graph tensors"
+    return _keeps_batch(outputs, args, kwargs)
+
+
+# Fourier transforms over the last axes: the number of transformed axes, from the end.
+_FOURIER_AXES = {"FFT": 1, "RFFT": 1, "IRFFT": 1, "FFT2": 2, "IFFT2": 2}
+
+
+@register_operation(*_FOURIER_AXES)
+def _fourier(operation: Any, args: tuple, kwargs: dict, outputs: list) -> str | None:
+    # The real and imaginary parts (or the real input) are graph tensors of one shape, all
+    # transformed along their last axes only.
+    tensors = _graph_tensors(args[:1], {})
+    if not tensors or len(tensors) != len(keras.tree.flatten(args[:1])):
+        return "transforms a batch-free tensor with the batch"
+    if _graph_tensors((args[1:], kwargs), {}):
+        return "takes graph tensors besides its input"
+    transformed = _FOURIER_AXES[type(operation).__name__]
+    for tensor in tensors:
+        if len(tensor.shape) <= transformed:
+            return (
+                f"transforms the last {transformed} axes of a tensor of shape "
+                f"{tuple(tensor.shape)}, the batch axis among them"
+            )
+    if len({tuple(tensor.shape) for tensor in tensors}) != 1:
+        return "takes real and imaginary parts of different shapes"
+    return _keeps_batch(outputs, args, kwargs)

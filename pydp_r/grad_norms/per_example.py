@@ -36,6 +36,36 @@ declare_known_per_example(
     )
 )
 
+
+def _one_batch_of_images(layer: keras.layers.Layer, args: tuple, kwargs: dict) -> str | None:
+    """Image preprocessing layers take a rank-3 tensor as one unbatched image (its first axis,
+    the batch here, would be the height) and a dict as images with boxes or masks."""
+    images = args[0] if args else kwargs.get("inputs", kwargs.get("data"))
+    if not isinstance(images, keras.KerasTensor):
+        return "its input is not one batch of images (a dict of images with boxes or masks?)"
+    if len(images.shape) != 4:
+        return (
+            f"takes its input of shape {tuple(images.shape)} as one image, not a batch of "
+            "images (it is per-example on rank-4 inputs only)"
+        )
+    return None
+
+
+# Image preprocessing that transforms each image alone: its random parameters (drawn per
+# image or per batch) do not depend on the data, and its statistics (contrast's mean, auto
+# contrast's range) are each image's own. Not MixUp or CutMix (they blend images of a batch),
+# nor Equalization (its histogram counts the pixels of the whole batch), nor the layers
+# that run other layers or pipelines (RandAugment, AugMix, RandomColorJitter, Pipeline).
+declare_known_per_example(
+    *_layer_types(
+        "Resizing CenterCrop RandomCrop RandomFlip RandomRotation RandomZoom RandomTranslation "
+        "RandomShear RandomContrast RandomBrightness AutoContrast Solarization RandomGrayscale "
+        "RandomInvert RandomHue RandomSaturation RandomPosterization RandomColorDegeneration "
+        "RandomSharpness"
+    ),
+    call_check=_one_batch_of_images,
+)
+
 # Attention mixes positions within an example only; the projections are EinsumDense layers.
 # Bidirectional calls its forward and backward recurrent layers once each on the whole batch
 # (`pydp_r.grad_norms.rnn` covers both directions).

@@ -310,9 +310,40 @@ def is_trusted_declaration(layer: Any) -> bool:
 
 
 _TRUSTED: set[type] = set()
+# Layer type -> a check of one call's arguments (`CallCheck`), for declared types whose
+# instances are per-example only on some inputs (an image layer takes a rank-3 tensor as one
+# unbatched image).
+CallCheck = Callable[[Any, tuple, dict], "str | None"]
+_CALL_CHECKS: dict[type, CallCheck] = {}
 
 
-def declare_known_per_example(*layer_types: type, through_sublayers: bool = False) -> None:
-    """`register_per_example` for Keras' own layer types whose claim pydp_r's tests check."""
+def declare_known_per_example(
+    *layer_types: type, through_sublayers: bool = False, call_check: CallCheck | None = None
+) -> None:
+    """`register_per_example` for Keras' own layer types whose claim pydp_r's tests check.
+
+    Args:
+        *layer_types: Keras layer classes.
+        through_sublayers: As in `register_per_example`.
+        call_check: None, or `check(layer, args, kwargs)` giving why one call (its arguments
+            with `keras.KerasTensor`s, batch axis first) may not be per-example, or None when
+            it is; a call whose arguments are not known is then not per-example.
+    """
     register_per_example(*layer_types, through_sublayers=through_sublayers)
     _TRUSTED.update(layer_types)
+    for layer_type in layer_types:
+        if call_check is None:
+            _CALL_CHECKS.pop(layer_type, None)
+        else:
+            _CALL_CHECKS[layer_type] = call_check
+
+
+def declared_call_reason(layer: Any, args: tuple | None, kwargs: dict | None) -> str | None:
+    """Why one call of a declared layer may not be per-example (its type's `call_check`
+    refuses the arguments, or they are not known: `args` None), else None."""
+    check = _CALL_CHECKS.get(type(layer)) if type(layer) in _PER_EXAMPLE else None
+    if check is None:
+        return None
+    if args is None:
+        return "per-example only for some inputs, and this call's inputs are not known"
+    return check(layer, args, kwargs or {})

@@ -378,6 +378,10 @@ def _layer_entries(
             )
         )
         return
+    call_reason = grad_norms.registry.declared_call_reason(layer, args, kwargs)
+    if call_reason is not None:
+        entries.append(_entry(name, layer, GENERAL, f"not per-example here: {call_reason}"))
+        return
     if (
         kind in (grad_norms.RULE, grad_norms.WHOLE)
         and weighted
@@ -439,9 +443,14 @@ class _SublayerCalls:
     use of that output becomes a call of the trace.
     """
 
-    def __init__(self, layer: keras.layers.Layer, placeholders: bool = False) -> None:
+    def __init__(
+        self, layer: keras.layers.Layer, placeholders: bool = False, batch_size: int | None = None
+    ) -> None:
         self.sublayers = _keras_seam.direct_sublayers(layer)
+        self.batch_size = batch_size  # the traced inputs' batch size (None: unknown)
         self.shapes: dict[int, list[tuple]] = {id(sub): [] for sub in self.sublayers}
+        # Shapes of the calls on a tensor that is not symbolic with the batch axis first.
+        self.off_batch: dict[int, list[tuple]] = {id(sub): [] for sub in self.sublayers}
         self.with_placeholders = placeholders
         self.placeholders: dict[int, list[Any]] = {id(sub): [] for sub in self.sublayers}
         self.extra_inputs: list[Any] = []
@@ -454,6 +463,8 @@ class _SublayerCalls:
             def call(inputs, *args, _sublayer=sublayer, _original=original, **kwargs):
                 shape = tuple(getattr(inputs, "shape", ()))
                 self.shapes[id(_sublayer)].append(shape)
+                if not (_keras_seam.is_symbolic(inputs) and shape and shape[0] == self.batch_size):
+                    self.off_batch[id(_sublayer)].append(shape)
                 outputs = _original(inputs, *args, **kwargs)
                 if (
                     self.with_placeholders
@@ -495,19 +506,8 @@ def _traced_entries(
     the trace, on tensors with the batch axis first, and no weights of the layer's own;
     else the layer is vectorized alone over the batch, which needs only per-example.
     """
-    recorder = _SublayerCalls(layer)
-    not_per_example = None
+    recorder, calls, not_per_example = _trace(layer, args, kwargs or {}, strict)
     sub_entries: list[LayerPath] = []
-    try:
-        with recorder.recording():
-            calls = _keras_seam.symbolic_calls(layer, args, kwargs or {})
-    except Exception as error:  # noqa: BLE001  (any failure means: not provable this way)
-        calls = []
-        message = str(error).splitlines()[0] if str(error) else ""
-        not_per_example = (
-            "its call cannot be traced on symbolic tensors (keras.ops and layers only): "
-            f"{type(error).__name__}: {message}"
-        )
     calls_of = _calls_by_operation(calls)
     for call in calls:
         if strict or isinstance(call.operation, keras.layers.Layer):
@@ -576,6 +576,56 @@ def _traced_entries(
     entries.append(_entry(name, layer, FAST, detail))
 
 
+# The batch size of the inputs a `call` that needs the batch size as a value is traced on (a
+# prime that no other axis of Keras' examples has; what such a call computes from it alone runs
+# eagerly, so it is small).
+_TRACE_BATCH_SIZE = 7
+
+
+def _trace(
+    layer: keras.layers.Layer, args: tuple, kwargs: dict, strict: bool
+) -> tuple[_SublayerCalls, list[_keras_seam.GraphCall], str | None]:
+    """`layer.call` run on symbolic tensors of unknown batch size, or (`strict` alone, where
+    every call of the trace is checked) of `_TRACE_BATCH_SIZE` examples when the call needs the
+    batch size as a value: the recorded sublayer calls, the trace's calls, and why the call
+    is not proven per-example by its trace (it fails, or its outputs lose the batch axis), or
+    None."""
+    errors = []
+    for batch_size in (None, _TRACE_BATCH_SIZE) if strict else (None,):
+        recorder = _SublayerCalls(layer, batch_size=batch_size)
+        try:
+            with recorder.recording():
+                calls, outputs = _keras_seam.symbolic_calls_with_inputs(
+                    layer, args, kwargs, [], batch_size
+                )
+        except Exception as error:  # noqa: BLE001  (any failure means: not provable this way)
+            message = str(error).splitlines()[0] if str(error) else ""
+            errors.append(f"{type(error).__name__}: {message}")
+            continue
+        for output in outputs:
+            if not output.shape or output.shape[0] != batch_size:
+                return (
+                    recorder,
+                    [],
+                    (
+                        f"its output of shape {tuple(output.shape)} does not keep the batch axis "
+                        "first"
+                    ),
+                )
+        return recorder, calls, None
+    batch_note = (
+        f" (nor with a batch of {_TRACE_BATCH_SIZE}: {errors[1]})" if len(errors) > 1 else ""
+    )
+    return (
+        recorder,
+        [],
+        (
+            "its call cannot be traced on symbolic tensors (keras.ops and layers only): "
+            f"{errors[0]}{batch_note}"
+        ),
+    )
+
+
 def _own_weights(layer: keras.layers.Layer) -> bool:
     in_sublayers = {
         id(weight)
@@ -602,7 +652,7 @@ def _sublayer_problem(
         if not sublayer.trainable_weights or any(sublayer is other for other in tiled):
             continue
         seen = graph_calls.get(id(sublayer), [])
-        eager = [s for s in recorder.shapes[id(sublayer)] if not s or s[0] is not None]
+        eager = recorder.off_batch[id(sublayer)]
         if eager or not seen:
             shape = eager[0] if eager else None
             return (
@@ -612,7 +662,9 @@ def _sublayer_problem(
                 "not rows of its output gradient)"
             )
         for value in tf.nest.flatten([(call.args, call.kwargs) for call in seen]):
-            if _keras_seam.is_symbolic(value) and (not value.shape or value.shape[0] is not None):
+            if _keras_seam.is_symbolic(value) and (
+                not value.shape or value.shape[0] != recorder.batch_size
+            ):
                 return (
                     f"sublayer '{sublayer.name}' ({type(sublayer).__name__}) is called on a "
                     f"tensor of shape {tuple(value.shape)} without the batch axis first"
@@ -644,8 +696,7 @@ def _off_batch_sublayers(
     off_batch = [
         sublayer
         for sublayer in first.sublayers
-        if sublayer.trainable_weights
-        and any(not shape or shape[0] is not None for shape in first.shapes[id(sublayer)])
+        if sublayer.trainable_weights and first.off_batch[id(sublayer)]
     ]
     if not off_batch:
         return ""
@@ -658,18 +709,18 @@ def _off_batch_sublayers(
             )
         if len(first.shapes[id(sublayer)]) != 1:
             return f"'{sublayer.name}' is called more than once"
-    recorder = _SublayerCalls(layer, placeholders=True)
+    recorder = _SublayerCalls(layer, placeholders=True, batch_size=first.batch_size)
     try:
         with recorder.recording():
             calls, outputs = _keras_seam.symbolic_calls_with_inputs(
-                layer, args, kwargs, recorder.extra_inputs
+                layer, args, kwargs, recorder.extra_inputs, first.batch_size
             )
     except Exception as error:  # noqa: BLE001  (any failure means: not provable this way)
         return f"its call with the output of '{off_batch[0].name}' made symbolic failed: {error}"
     for sublayer in off_batch:
         placeholders = recorder.placeholders[id(sublayer)]
         problem = (
-            _broadcast_problem(placeholders[0], calls, outputs)
+            _broadcast_problem(placeholders[0], calls, outputs, first.batch_size)
             if len(placeholders) == 1
             else "is not computed from a tensor without the inputs"
         )
@@ -679,7 +730,10 @@ def _off_batch_sublayers(
 
 
 def _broadcast_problem(
-    output: keras.KerasTensor, calls: list[_keras_seam.GraphCall], outputs: list
+    output: keras.KerasTensor,
+    calls: list[_keras_seam.GraphCall],
+    outputs: list,
+    batch_size: int | None = None,
 ) -> str | None:
     """Why the symbolic `output` is not used exactly once, by `+`, `-` or `*` with one batched
     tensor of one more axis (a broadcast over the batch axis alone), or None."""
@@ -702,7 +756,7 @@ def _broadcast_problem(
         len(tensors) != 2
         or len(others) != 1
         or len(others[0].shape) != rank + 1
-        or others[0].shape[0] is not None
+        or others[0].shape[0] != batch_size
         or len(call.outputs) != 1
         or len(call.outputs[0].shape) != rank + 1
     ):

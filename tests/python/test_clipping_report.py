@@ -96,6 +96,16 @@ PER_EXAMPLE_USES = {
     "Matmul": lambda h: (
         ops.matmul(h, ops.transpose(h, (0, 2, 1))) + ops.matmul(h, np.eye(4, 6, dtype="float32"))
     ),
+    # Images (ViT and MLP-Mixer patches), splits and Fourier transforms (gMLP, FNet).
+    "ExtractPatches": lambda h: ops.image.extract_patches(ops.reshape(h, (-1, 6, 4, 1)), 2),
+    "Split": lambda h: ops.split(h, 2, axis=2)[0] * ops.split(h, [1, 4], axis=-2)[1][:, :1, :2],
+    "ZerosLike": lambda h: h + ops.zeros_like(h),
+    "OnesLike": lambda h: h * ops.ones_like(h, dtype="float32"),
+    "FFT": lambda h: ops.fft((h, ops.square(h)))[1],
+    "FFT2": lambda h: ops.fft2((h, 0.5 * h))[0],
+    "IFFT2": lambda h: ops.ifft2((h, ops.tanh(h)))[1],
+    "RFFT": lambda h: ops.rfft(h)[0],
+    "IRFFT": lambda h: ops.irfft((h, ops.square(h))),
 }
 
 
@@ -130,6 +140,9 @@ BATCH_MIXING_USES = {
     "Softmax": lambda h: ops.softmax(h, axis=0),
     # (batch, 24) @ (batch, 24) as matrices: the batch axis is the contracted one.
     "Matmul": lambda h: ops.matmul(ops.reshape(h, (-1, 24)), ops.reshape(h, (-1, 24))),
+    # A rank-3 tensor is one unbatched image: the batch axis becomes its height.
+    "ExtractPatches": lambda h: ops.image.extract_patches(h, 2),
+    "Split": lambda h: ops.split(h, 2, axis=0)[0],
 }
 
 
@@ -141,6 +154,17 @@ def test_an_operation_that_may_mix_examples_sends_the_model_to_the_general_path(
     report = fast_clipping.clipping_report(keras.Model(inputs, BATCH_MIXING_USES[name](hidden)))
     assert report.path == "general"
     assert f"({name})" in report.reason
+
+
+@pytest.mark.parametrize("transform", [ops.fft2, ops.ifft2])
+def test_a_fourier_transform_over_the_batch_axis_is_refused(transform):
+    # Keras builds it only where the batch size is known: (4, 6) with its axes transformed.
+    inputs = keras.Input(batch_shape=(4, 6))
+    hidden = keras.layers.Dense(6)(inputs)
+    real = transform((hidden, ops.zeros_like(hidden)))[0]
+    report = fast_clipping.clipping_report(keras.Model(inputs, keras.layers.Dense(1)(real)))
+    assert report.path == "general"
+    assert "the batch axis among them" in report.reason
 
 
 def _transformer_encoder(vocabulary=40, length=8, width=8):
@@ -470,3 +494,145 @@ def test_a_subclassed_model_calling_a_layer_twice_takes_the_fast_path(monkeypatc
     assert_fit_step_is_the_batch_of_one_reference(model, x, _targets(13), clip=0.5)
     assert calls  # the fit step took the fast path, and did not leave it while tracing:
     assert fast_clipping.clipping_report(model, x).path == "fast"
+
+
+# Keras' image preprocessing declared per-example, each as a model would build it.
+IMAGE_LAYERS = {
+    "Resizing": lambda: keras.layers.Resizing(6, 10),
+    "CenterCrop": lambda: keras.layers.CenterCrop(6, 6),
+    "RandomCrop": lambda: keras.layers.RandomCrop(6, 6, seed=1),
+    "RandomFlip": lambda: keras.layers.RandomFlip(seed=1),
+    "RandomRotation": lambda: keras.layers.RandomRotation(0.3, seed=1),
+    "RandomZoom": lambda: keras.layers.RandomZoom(0.3, 0.3, seed=1),
+    "RandomTranslation": lambda: keras.layers.RandomTranslation(0.3, 0.3, seed=1),
+    "RandomShear": lambda: keras.layers.RandomShear(0.3, 0.3, seed=1),
+    "RandomContrast": lambda: keras.layers.RandomContrast(0.5, seed=1),
+    "RandomBrightness": lambda: keras.layers.RandomBrightness(0.5, seed=1),
+    "AutoContrast": lambda: keras.layers.AutoContrast(),
+    "Solarization": lambda: keras.layers.Solarization(0.5, seed=1),
+    "RandomGrayscale": lambda: keras.layers.RandomGrayscale(0.5, seed=1),
+    "RandomInvert": lambda: keras.layers.RandomInvert(0.5, seed=1),
+    "RandomHue": lambda: keras.layers.RandomHue(0.5, value_range=(0, 1), seed=1),
+    "RandomSaturation": lambda: keras.layers.RandomSaturation(0.5, value_range=(0, 1), seed=1),
+    "RandomPosterization": lambda: keras.layers.RandomPosterization(2, (0, 1), seed=1),
+    "RandomColorDegeneration": lambda: keras.layers.RandomColorDegeneration(0.5, seed=1),
+    "RandomSharpness": lambda: keras.layers.RandomSharpness(0.5, value_range=(0, 1), seed=1),
+}
+# Layers that combine the images of a batch: the oracle below must catch them.
+BATCH_MIXING_IMAGE_LAYERS = {
+    "MixUp": lambda: keras.layers.MixUp(seed=1),
+    "CutMix": lambda: keras.layers.CutMix(seed=1),
+    "Equalization": lambda: keras.layers.Equalization(value_range=(0, 1)),
+}
+
+
+def _rows_kept_when_other_images_change(make_layer):
+    """Whether a layer, run in training mode with the same seed, gives each image the same
+    output when every other image of the batch is replaced (each image transformed alone, its
+    randomness independent of the data)."""
+    rng = np.random.default_rng(0)
+    images = rng.uniform(size=(BATCH, 8, 8, 3)).astype("float32")
+    outputs = np.asarray(make_layer()(images, training=True))
+    for kept in range(BATCH):
+        others = rng.uniform(size=images.shape).astype("float32")
+        others[kept] = images[kept]
+        changed = np.asarray(make_layer()(others, training=True))
+        if not np.allclose(outputs[kept], changed[kept], atol=1e-6):
+            return False
+    return True
+
+
+@pytest.mark.parametrize("name", sorted(IMAGE_LAYERS))
+def test_a_declared_image_layer_transforms_each_image_alone(name):
+    assert _rows_kept_when_other_images_change(IMAGE_LAYERS[name])
+
+
+@pytest.mark.parametrize("name", sorted(BATCH_MIXING_IMAGE_LAYERS))
+def test_image_layers_that_combine_images_are_caught_and_not_declared(name):
+    make_layer = BATCH_MIXING_IMAGE_LAYERS[name]
+    assert not _rows_kept_when_other_images_change(make_layer)
+    assert grad_norms.per_example_kind(make_layer()) is None
+
+
+def test_every_declared_image_layer_is_checked_for_mixing():
+    declared = {
+        layer_type.__name__
+        for layer_type in registry.per_example_types()
+        if "image_preprocessing" in layer_type.__module__
+    }
+    assert declared == set(IMAGE_LAYERS)
+
+
+@pytest.mark.parametrize("name", ["RandomFlip", "Resizing", "RandomZoom"])
+def test_an_image_layer_on_a_batch_of_images_takes_the_fast_path(name):
+    inputs = keras.Input((8, 8, 3))
+    hidden = IMAGE_LAYERS[name]()(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(1)(keras.layers.Flatten()(hidden)))
+    report = fast_clipping.clipping_report(model)
+    assert report.path == "fast", str(report)
+
+
+def test_an_image_layer_on_a_rank_3_tensor_is_one_image_and_is_refused():
+    # (batch, 8, 8) is taken as one 8-channel image of height `batch`: a flip along its
+    # height would swap examples.
+    inputs = keras.Input((8, 8))
+    hidden = keras.layers.RandomFlip("vertical")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(1)(keras.layers.Flatten()(hidden)))
+    report = fast_clipping.clipping_report(model)
+    assert report.path == "general"
+    assert "(RandomFlip): not per-example here" in report.reason
+    assert "as one image" in report.reason
+
+
+class _BroadcastPositionEmbedding(keras.layers.Layer):
+    """keras_hub's PositionEmbedding: its weight broadcast to the inputs' shape, which needs
+    the batch size as a value."""
+
+    def build(self, input_shape):
+        self.embeddings = self.add_weight(shape=input_shape[1:], name="embeddings")
+
+    def call(self, inputs):
+        embeddings = ops.convert_to_tensor(self.embeddings)
+        return ops.broadcast_to(embeddings, ops.shape(inputs))
+
+
+class _FirstRowOfBroadcast(_BroadcastPositionEmbedding):
+    """Its output has no batch axis (the first row of the broadcast weight)."""
+
+    def call(self, inputs):
+        return super().call(inputs)[0]
+
+
+def test_a_call_that_needs_the_batch_size_is_traced_with_one_and_gives_the_loop_clipped_sum():
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input(SHAPE)
+    hidden = keras.layers.Dense(4)(inputs)
+    hidden = hidden + _BroadcastPositionEmbedding()(hidden)
+    model = keras.Model(inputs, keras.layers.Dense(1)(keras.layers.Flatten()(hidden)))
+    report = fast_clipping.clipping_report(model)
+    assert report.path == "fast", str(report)
+    x = np.random.default_rng(1).normal(size=(BATCH, *SHAPE)).astype("float32")
+    assert_rule_matches_general_path(model, x, _targets(1), "examples")
+
+
+def test_a_traced_call_whose_output_loses_the_batch_axis_is_refused():
+    inputs = keras.Input(SHAPE)
+    hidden = keras.layers.Dense(4)(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(1)(_FirstRowOfBroadcast()(hidden)))
+    report = fast_clipping.clipping_report(model)
+    assert report.path == "general"
+    assert "does not keep the batch axis first" in report.reason
+
+
+def test_a_call_that_cannot_be_traced_even_with_a_batch_size_says_both_failures():
+    class RawTensorFlow(keras.layers.Layer):
+        def call(self, inputs):
+            return tf.roll(inputs, 1, axis=0)
+
+    inputs = keras.Input(SHAPE)
+    hidden = keras.layers.Dense(4)(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(1)(RawTensorFlow()(hidden)))
+    report = fast_clipping.clipping_report(model)
+    assert report.path == "general"
+    assert "cannot be traced on symbolic tensors" in report.reason
+    assert "nor with a batch of" in report.reason

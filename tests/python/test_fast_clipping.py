@@ -771,3 +771,61 @@ def test_a_siamese_fit_takes_the_fast_path(monkeypatch):
     model.fit(x, y, batch_size=8, epochs=1, verbose=0)
     assert calls  # the fit step took the fast path, and did not leave it while tracing:
     assert pydp_r.clipping_report(model).path == "fast"
+
+
+class _Patches(keras.layers.Layer):
+    """keras-io's ViT and MLP-Mixer `Patches`: non-overlapping patches as a sequence."""
+
+    def call(self, images):
+        patches = keras.ops.image.extract_patches(images, 4)
+        shape = keras.ops.shape(patches)
+        return keras.ops.reshape(patches, (shape[0], shape[1] * shape[2], shape[3]))
+
+
+class _PositionEmbedding(keras.layers.Layer):
+    """keras-io's (keras_hub's) PositionEmbedding: a weight broadcast to the inputs' shape."""
+
+    def build(self, input_shape):
+        self.embeddings = self.add_weight(shape=input_shape[1:], name="embeddings")
+
+    def call(self, inputs):
+        embeddings = keras.ops.convert_to_tensor(self.embeddings)
+        return keras.ops.broadcast_to(embeddings, keras.ops.shape(inputs))
+
+
+class _FNetAndGatingBlock(keras.layers.Layer):
+    """keras-io's FNet layer (a 2-D Fourier transform's real part) followed by gMLP's spatial
+    gating unit (a split along the channels)."""
+
+    def __init__(self, patches, width, **kwargs):
+        super().__init__(**kwargs)
+        self.feed_forward = keras.layers.Dense(width, activation="gelu")
+        self.normalize = keras.layers.LayerNormalization()
+        self.spatial_projection = keras.layers.Dense(patches, bias_initializer="ones")
+
+    def call(self, inputs):
+        x = keras.ops.fft2((inputs, keras.ops.zeros_like(inputs)))[0] + inputs
+        x = self.normalize(x + self.feed_forward(x))
+        u, v = keras.ops.split(x, 2, axis=2)
+        v = self.spatial_projection(keras.ops.transpose(v, (0, 2, 1)))
+        return u * keras.ops.transpose(v, (0, 2, 1))
+
+
+def test_keras_io_vision_transformer_parts_take_the_fast_path_with_the_loop_clipped_sums():
+    # Preprocessing in the model (deterministic layers, so both paths see the same inputs),
+    # patches, a position embedding that needs the batch size, an FNet block and a split.
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((12, 12, 3))
+    x = keras.layers.Rescaling(1 / 255)(inputs)
+    x = keras.layers.Resizing(16, 16)(x)
+    x = keras.layers.CenterCrop(12, 12)(x)
+    x = keras.layers.Dense(8)(_Patches()(x))
+    x = x + _PositionEmbedding()(x)
+    x = _FNetAndGatingBlock(patches=9, width=8)(x)
+    model = keras.Model(inputs, keras.layers.Dense(1)(keras.layers.GlobalAveragePooling1D()(x)))
+    report = fast_clipping.clipping_report(model)
+    assert report.path == "fast", str(report)
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 255, size=(BATCH, 12, 12, 3)).astype("float32")
+    assert_same_clipped_sums(model, images, _targets(0) * 30, num_microbatches=None)
+    assert_same_clipped_sums(model, images, _targets(1) * 30, num_microbatches=4)

@@ -300,3 +300,28 @@ def test_activity_losses_are_counted_as_the_keras_release_counts_them(
     assert float(keras.ops.sum(model.losses)) == pytest.approx(plain)  # restored
     assert plain > 0
     assert scaled == pytest.approx(factor * plain)
+
+
+def test_symbolic_calls_trace_keras_ops_with_an_unknown_or_a_given_batch_size():
+    from pydp_r import _keras_seam
+
+    class BroadcastWeight(keras.layers.Layer):
+        """Adds its weight broadcast to the inputs' shape (needs the batch size as a value)."""
+
+        def build(self, input_shape):
+            self.weight = self.add_weight(shape=input_shape[1:], name="weight")
+
+        def call(self, inputs):
+            shape = keras.ops.shape(inputs)
+            return keras.ops.tanh(inputs) + keras.ops.broadcast_to(self.weight, shape)
+
+    inputs = keras.Input((3, 2))
+    layer = BroadcastWeight()
+    outputs = layer(inputs)
+    with pytest.raises(ValueError):  # broadcast_to a shape holding None
+        _keras_seam.symbolic_calls(layer, (outputs,), {})
+    calls, traced = _keras_seam.symbolic_calls_with_inputs(layer, (outputs,), {}, [], 7)
+    assert [type(call.operation).__name__ for call in calls] == ["InputLayer", "Tanh", "Add"]
+    assert [tuple(output.shape) for output in traced] == [(7, 3, 2)]
+    # The model's own graph is unchanged: the layer's one call.
+    assert len(layer._inbound_nodes) == 1
