@@ -16,8 +16,10 @@ from typing import Any, NamedTuple
 
 import keras
 import tensorflow as tf
+from keras.src.backend.common import global_state as _global_state
 from keras.src.backend.tensorflow import trainer as _tensorflow_trainer
 from keras.src.backend.tensorflow.trainer import TensorFlowTrainer
+from keras.src.layers.layer import CallContext as _CallContext
 from keras.src.losses import loss as _loss_module
 from keras.src.models.functional import Functional
 from tensorflow.python.ops.parallel_for import pfor as _pfor
@@ -475,9 +477,17 @@ def symbolic_calls_with_inputs(
 
     symbolic_args = tf.nest.map_structure(fresh_input, args)
     symbolic_kwargs = tf.nest.map_structure(fresh_input, kwargs)
+    if getattr(layer, "_call_has_training_arg", False) and "training" not in symbolic_kwargs:
+        # Traced as DP training runs it: a branch taken only in training (one that mixes the
+        # examples of a batch, say) must be seen; sublayers get training=True from the context.
+        symbolic_kwargs = {**symbolic_kwargs, "training": True}
     inputs = [v for v in tf.nest.flatten((symbolic_args, symbolic_kwargs)) if is_symbolic(v)]
     operations = [layer, *flatten_layers(layer)]
     history = [(op, len(op._inbound_nodes), len(op._outbound_nodes)) for op in operations]
+    previous_context = _global_state.get_global_attribute("current_call_ctx")
+    training_context = _CallContext(entry_layer=layer)
+    training_context.training = True
+    _global_state.set_global_attribute("current_call_ctx", training_context)
     try:
         outputs = layer.call(*symbolic_args, **symbolic_kwargs)
         flat_outputs = [v for v in tf.nest.flatten(outputs) if hasattr(v, "shape")]
@@ -487,6 +497,7 @@ def symbolic_calls_with_inputs(
         _, nodes_by_depth, _, _ = map_graph([*inputs, *extra_inputs], symbolic_outputs)
         return _calls_in_order(nodes_by_depth), flat_outputs
     finally:
+        _global_state.set_global_attribute("current_call_ctx", previous_context)
         for op, inbound, outbound in history:
             del op._inbound_nodes[inbound:]
             del op._outbound_nodes[outbound:]

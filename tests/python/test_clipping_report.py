@@ -636,3 +636,39 @@ def test_a_call_that_cannot_be_traced_even_with_a_batch_size_says_both_failures(
     assert report.path == "general"
     assert "cannot be traced on symbolic tensors" in report.reason
     assert "nor with a batch of" in report.reason
+
+
+class _CenteredInTraining(keras.layers.Layer):
+    """Subtracts the batch mean, but only in training: per-example at inference, not in DP
+    training."""
+
+    def call(self, inputs, training=None):
+        if training:
+            return inputs - keras.ops.mean(inputs, axis=0, keepdims=True)
+        return inputs
+
+
+class _CenteredModel(keras.Model):
+    def __init__(self):
+        super().__init__()
+        self.hidden = keras.layers.Dense(3)
+        self.out = keras.layers.Dense(1)
+
+    def call(self, inputs, training=None):
+        hidden = self.hidden(inputs)
+        if training:
+            hidden = hidden - keras.ops.mean(hidden, axis=0, keepdims=True)
+        return self.out(hidden)
+
+
+def test_a_call_that_mixes_examples_only_in_training_is_traced_in_training_mode():
+    inputs = keras.Input((4,))
+    outputs = keras.layers.Dense(1)(_CenteredInTraining()(keras.layers.Dense(3)(inputs)))
+    functional = keras.Model(inputs, outputs)
+    subclassed = _CenteredModel()
+    x = np.zeros((2, 4), "float32")
+    subclassed(x)
+    for model in (functional, subclassed):
+        report = pydp_r.clipping_report(model, x)
+        assert report.path == "general", str(report)
+        assert "runs along the batch axis" in str(report)
