@@ -92,8 +92,9 @@ def _elementwise_broadcast(operation: Any, args: tuple, kwargs: dict, outputs: l
                     f"broadcasts a tensor of shape {shape} against the batch of rank {rank}, "
                     "which would align its batch axis with another axis"
                 )
-        elif len(shape) == rank and shape[0] not in (1, None):
-            return f"broadcasts a tensor of shape {shape} whose axis 0 would meet the batch axis"
+        # A tensor that is not a graph tensor was computed without the inputs (a constant, or
+        # a random draw of the batch's size, as in stochastic depth): row i meets example i
+        # alone, whatever its axis 0, so no example's output depends on another's data.
     return _keeps_batch(outputs, args, kwargs)
 
 

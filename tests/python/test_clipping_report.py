@@ -672,3 +672,28 @@ def test_a_call_that_mixes_examples_only_in_training_is_traced_in_training_mode(
         report = pydp_r.clipping_report(model, x)
         assert report.path == "general", str(report)
         assert "runs along the batch axis" in str(report)
+
+
+class _StochasticDepth(keras.layers.Layer):
+    """Keras' CCT example: in training, each example's residual branch is kept or dropped by a
+    random draw of the batch's size (data-independent, row i for example i)."""
+
+    def call(self, inputs, training=None):
+        if training:
+            shape = (keras.ops.shape(inputs)[0],) + (1,) * (len(inputs.shape) - 1)
+            keep = keras.ops.floor(0.8 + keras.random.uniform(shape, 0, 1))
+            return inputs / 0.8 * keep
+        return inputs
+
+
+def test_a_random_draw_of_the_batchs_size_keeps_the_model_per_example():
+    inputs = keras.Input((5, 4))
+    hidden = keras.layers.Dense(4)(inputs)
+    outputs = keras.layers.Dense(1)(keras.layers.Flatten()(hidden + _StochasticDepth()(hidden)))
+    model = keras.Model(inputs, outputs)
+    report = pydp_r.clipping_report(model)
+    assert report.path == "fast", str(report)
+    model.compile(optimizer=pydp_r.DPSGD(1.0, 1.0, learning_rate=0.1), loss="mse")
+    x = np.random.default_rng(0).normal(size=(32, 5, 4)).astype("float32")
+    history = model.fit(x, x[:, :1, 0], batch_size=8, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
