@@ -1013,6 +1013,16 @@ def _calls_as_rows(calls: _LayerCalls) -> tuple[Any, Any]:
     return saved, tf.nest.map_structure(as_rows, *calls.z_grads)
 
 
+def _each_unit(loss_of: Callable[[Any], tf.Tensor], units: Any, xla: bool) -> tf.Tensor:
+    """`loss_of` of every unit (a scalar each), vectorized; under XLA one loop iteration per
+    unit instead: the gradient of the vectorized loss made XLA take the batch and the weights
+    as compile-time constants, so it compiled the step again at every step (seconds each)."""
+    if not xla:
+        return tf.vectorized_map(loss_of, units)
+    dtype = tf.float64 if keras.config.floatx() == "float64" else tf.float32
+    return tf.map_fn(lambda unit: tf.cast(loss_of(unit), dtype), units, fn_output_signature=dtype)
+
+
 def _clip_weighted_sums(
     tape: tf.GradientTape, calls: _LayerCalls, factors: tf.Tensor, num_units: tf.Tensor
 ) -> list[tf.Tensor]:
@@ -1109,8 +1119,8 @@ def clipped_gradient_sum(
         (unit_targets, unit_predictions), num_units = split_into_microbatches(
             (targets, predictions), num_microbatches
         )
-        unit_losses = tf.vectorized_map(
-            lambda unit: unit_loss(*unit), (unit_targets, unit_predictions)
+        unit_losses = _each_unit(
+            lambda unit: unit_loss(*unit), (unit_targets, unit_predictions), model.jit_compile
         )
         total_loss = tf.reduce_sum(unit_losses)
     _check_every_weight_was_recorded(tape, total_loss, hooked, records)
