@@ -318,7 +318,8 @@ def install(
     exception or an interrupt. Other models run Keras' own `fit()` and `train_step`; for every
     model, the two multi-worker work-arounds below replace `_maybe_symbolic_build` and
     `reduce_per_replica` (they change nothing outside MultiWorkerMirroredStrategy), and the
-    BatchMatMulV2 and BiasAdd pfor converters above apply process-wide. Idempotent.
+    BatchMatMulV2, BiasAdd and ZerosLike pfor converters in this module apply process-wide.
+    Idempotent.
     """
 
     def train_step(self: keras.Model, data: Any) -> Any:
@@ -516,3 +517,18 @@ def keras_operation_name(operation: Any) -> str | None:
     if not type(operation).__module__.startswith("keras.src.ops."):
         return None
     return type(operation).__name__
+
+
+_zeros_like_converter = _pfor._pfor_converter_registry["ZerosLike"]
+
+
+def _zeros_like_of_tensor_lists(pfor_input: Any) -> Any:
+    """pfor converter for ZerosLike that also takes a TensorList (TF 2.21's fails on variants)."""
+    tensor = pfor_input.stacked_input(0)
+    if tensor.dtype == tf.variant:
+        # pfor stacks a TensorList's elements, not the list: zeros of each stacked element.
+        return _pfor.wrap(tf.raw_ops.ZerosLike(x=tensor), True)
+    return _zeros_like_converter(pfor_input)
+
+
+_pfor._pfor_converter_registry["ZerosLike"] = _zeros_like_of_tensor_lists

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import inspect
 import logging
 import math
 import weakref
@@ -347,11 +348,20 @@ def _shared_call_problem(
     return None
 
 
-def _extra_tensor_inputs(args: tuple | None, kwargs: dict | None) -> bool:
+def _extra_tensor_inputs(args: tuple | None, kwargs: dict | None, rule: Any = None) -> bool:
     if args is None:
         return False
+    kwargs = dict(kwargs or {})
+    if rule is not None and _takes_initial_state(rule):
+        kwargs.pop("initial_state", None)
     tensors = [v for v in tf.nest.flatten((args[1:], kwargs)) if _keras_seam.is_symbolic(v)]
     return bool(tensors)
+
+
+def _takes_initial_state(rule: Any) -> bool:
+    """Whether a rule's forward takes an `initial_state` (the recurrent rules): the state is
+    then a per-example input of the rule, whose gradient the backward pass carries on."""
+    return "initial_state" in inspect.signature(rule.forward).parameters
 
 
 def _layer_entries(
@@ -385,7 +395,9 @@ def _layer_entries(
     if (
         kind in (grad_norms.RULE, grad_norms.WHOLE)
         and weighted
-        and _extra_tensor_inputs(args, kwargs)
+        and _extra_tensor_inputs(
+            args, kwargs, grad_norms.rule_for(layer) if kind == grad_norms.RULE else None
+        )
     ):
         entries.append(_entry(name, layer, GENERAL, "has tensor inputs besides `inputs`"))
         return
@@ -849,13 +861,20 @@ def _recording(
         ):
             if _tiled:
                 inputs = _tiled_over_batch(inputs, batch_size)
+            rule_kwargs = {}
+            if _rule is not None and _takes_initial_state(_rule):
+                initial_state = kwargs.pop("initial_state", None)
+                if initial_state is not None:
+                    rule_kwargs["initial_state"] = initial_state
             if args or any(isinstance(value, tf.Tensor) for value in tf.nest.flatten(kwargs)):
                 # Tensors besides `inputs` (masks, states) would need splitting per example, and
-                # rules see `inputs` alone.
+                # rules see `inputs` alone (a recurrent rule also its initial state).
                 raise NotSupported(f"layer '{_layer.name}' has tensor inputs besides `inputs`")
             if _rule is not None:
-                z, outputs, saved = _rule.forward(_layer, inputs)
-                records.append(_Record(_layer, _rule, z, saved, _call, {}, inputs))
+                z, outputs, saved = _rule.forward(_layer, inputs, **rule_kwargs)
+                records.append(
+                    _Record(_layer, _rule, z, saved, _call, rule_kwargs, (inputs, rule_kwargs))
+                )
                 return outputs
             outputs = _call(inputs, *args, **kwargs)
             if not isinstance(outputs, tf.Tensor):
@@ -1063,12 +1082,10 @@ def _local_backward_step(calls: _LayerCalls, weighted: list[tf.Tensor]) -> list[
     """The backward step from each call's `z` to the weights alone: the calls are rerun by the
     rule on their inputs with the gradient stopped, so no path through other calls counts."""
     with tf.GradientTape() as tape:
-        z_values = [
-            record.rule.forward(
-                calls.layer, tf.nest.map_structure(tf.stop_gradient, record.inputs)
-            )[0]
-            for record in calls.records
-        ]
+        z_values = []
+        for record in calls.records:
+            inputs, rule_kwargs = tf.nest.map_structure(tf.stop_gradient, record.inputs)
+            z_values.append(record.rule.forward(calls.layer, inputs, **rule_kwargs)[0])
     return tape.gradient(
         z_values,
         calls.layer.trainable_weights,

@@ -398,7 +398,7 @@ def _cases():
             None,
         ),
         # An initial state given as tensors (lstm_seq2seq's decoder starts from its encoder's
-        # states): INITIAL_STATE_CASES below.
+        # states): the fast path hands `initial_state` to the rule.
         "lstm_initial_state_from_encoder": (lambda: _from_states("lstm"), seq, None),
         "lstm_ghost_initial_state_from_encoder": (
             lambda: _from_states("lstm_ghost"),
@@ -488,18 +488,9 @@ class _GatedDense(keras.layers.Layer):
 CASES = _cases()
 # Bidirectional RNNs, vectorized whole (before their rule), took 10-20 s per variant.
 RECURRENT_CASES: set[str] = set()
-# The recurrent rules take an initial state (`forward(..., initial_state=)`, tested against
-# Keras below), but the fast path still refuses a call with tensors besides `inputs`; these
-# cases pass once it hands `initial_state` to a rule that takes it (issue #27).
-INITIAL_STATE_CASES = {name for name in CASES if "initial_state" in name}
-_REFUSED_INITIAL_STATE = pytest.mark.xfail(
-    strict=True, reason="the fast path does not yet hand initial_state to the recurrent rules"
-)
 
 
 def _case_param(name):
-    if name in INITIAL_STATE_CASES:
-        return pytest.param(name, marks=_REFUSED_INITIAL_STATE)
     if name in RECURRENT_CASES:  # Vectorizing a Bidirectional LSTM whole takes 10-20 s.
         return pytest.param(name, marks=pytest.mark.slow)
     return name
