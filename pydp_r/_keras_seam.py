@@ -22,6 +22,7 @@ from keras.src.backend.tensorflow.trainer import TensorFlowTrainer
 from keras.src.layers.layer import CallContext as _CallContext
 from keras.src.losses import loss as _loss_module
 from keras.src.models.functional import Functional
+from tensorflow.python.ops import control_flow_util as _control_flow_util
 from tensorflow.python.ops.parallel_for import pfor as _pfor
 from tensorflow.python.util import _pywrap_util_port
 
@@ -502,6 +503,11 @@ def symbolic_calls_with_inputs(
         for op, inbound, outbound in history:
             del op._inbound_nodes[inbound:]
             del op._outbound_nodes[outbound:]
+
+
+def in_xla_context() -> bool:
+    """Whether the graph being built is compiled by XLA (`jit_compile=True`)."""
+    return bool(_control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph()))
 
 
 def is_symbolic(value: Any) -> bool:

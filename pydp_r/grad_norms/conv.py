@@ -100,6 +100,7 @@ def _one_channel_meets(layer: keras.layers.Layer, meets: tf.Tensor) -> bool:
     1-D or 2-D, undilated, with "valid" or "same" padding, and the sizes are known."""
     return (
         meets.shape[-1] == 1
+        and not _keras_seam.in_xla_context()  # XLA expands the folded groups into a dense mask
         and layer.rank in (1, 2)
         and all(d == 1 for d in layer.dilation_rate)
         and layer.padding in ("valid", "same")

@@ -16,6 +16,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from pydp_r import _keras_seam
 from pydp_r.grad_norms.conv_views import shifted_views, static_spatial_sizes
 from pydp_r.grad_norms.registry import (
     NotSupported,
@@ -84,7 +85,9 @@ def depthwise_kernel_gradients(
     output_spatial = static_spatial_sizes(z_grad)
     if output_spatial is None:
         raise NotSupported(f"layer '{layer.name}' has output sizes unknown at trace time")
-    if all(d == 1 for d in layer.dilation_rate):
+    # XLA lowers the folded filter gradient (batch x channels groups) through a dense
+    # (batch x channels)^2 mask per offset: 1 TiB for Keras' Xception-like example at batch 173.
+    if all(d == 1 for d in layer.dilation_rate) and not _keras_seam.in_xla_context():
         per_example = _folded_depthwise_gradients(layer, inputs, z_grad, kernel)
     else:  # the native filter gradient takes no dilation on CPU
         per_example = _depthwise_gradients_from_views(layer, inputs, z_grad, output_spatial, kernel)
