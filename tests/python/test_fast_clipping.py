@@ -8,7 +8,13 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from test_grad_norms import BATCH, VARIANTS, _targets, assert_rule_matches_general_path
+from test_grad_norms import (
+    BATCH,
+    VARIANTS,
+    _targets,
+    assert_rule_matches_general_path,
+    case_inputs,
+)
 
 import pydp_r
 from pydp_r.step import clipping, fast_clipping
@@ -704,11 +710,7 @@ SLOW_SHARED = {("attention", variant) for variant in VARIANTS} | {
 )
 def test_a_shared_layer_takes_the_fast_path_with_the_general_paths_clipped_sums(case, variant):
     build, input_shape, vocabulary = SHARED_CASES[case]
-    rng = np.random.default_rng(len(case))
-    if vocabulary is None:
-        x = rng.normal(size=(BATCH, *input_shape)).astype("float32")
-    else:
-        x = rng.integers(0, vocabulary, size=(BATCH, *input_shape)).astype("int32")
+    x = case_inputs(case, input_shape, vocabulary)
     model = build()
     report = pydp_r.clipping_report(model)
     assert report.path == "fast", str(report)

@@ -511,13 +511,17 @@ def test_rule_matches_the_general_path(case, variant):
     if case == "conv1d_transpose_dilated" and _keras_seam.major_minor(tf.__version__) < (2, 21):
         pytest.skip("TensorFlow < 2.21 has no dilated transposed convolution on CPU")
     build, input_shape, vocabulary = CASES[case]
-    rng = np.random.default_rng(len(case))
-    if vocabulary is None:
-        x = rng.normal(size=(BATCH, *input_shape)).astype("float32")
-    else:
-        x = rng.integers(0, vocabulary, size=(BATCH, *input_shape)).astype("int32")
+    x = case_inputs(case, input_shape, vocabulary)
     model = build()
     assert_rule_matches_general_path(model, x, _targets(len(case)), variant)
+
+
+def case_inputs(case: str, input_shape: tuple, vocabulary: int | None) -> np.ndarray:
+    """A batch for harness case `case`: float features, or token ids below `vocabulary`."""
+    rng = np.random.default_rng(len(case))
+    if vocabulary is None:
+        return rng.normal(size=(BATCH, *input_shape)).astype("float32")
+    return rng.integers(0, vocabulary, size=(BATCH, *input_shape)).astype("int32")
 
 
 def test_the_registry_alone_decides_eligibility():
